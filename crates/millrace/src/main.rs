@@ -1,1 +1,331 @@
-fn main() {}
+//! The `millrace` binary: command line, configuration, wiring of the clock, log, catalog,
+//! services and server, signal handling and graceful shutdown.
+//!
+//! `millrace` with no arguments serves on 127.0.0.1:4567 with `./millrace-data`.
+//! `millrace serve --listen ADDR --data-dir DIR [--config FILE] [--account-id ID]` is the
+//! general form. SIGTERM or Ctrl-C: stop accepting, drain in-flight requests, checkpoint and
+//! fsync the log, exit 0.
+
+mod config;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use millrace_catalog::Catalog;
+use millrace_log::{Clock, Durability, Log, LogConfig, OffsetClock};
+use millrace_server::{App, ClockControl, ServerConfig};
+use millrace_streams::{RequestContext, Streams, StreamsConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{DurabilityChoice, FileConfig, ShardThroughput};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "millrace",
+    version,
+    about = "AWS Kinesis, self-hosted, in one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve every service on one listener.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug, Default)]
+struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:4567].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Where data lives [default: ./millrace-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Account id of requests that do not select one [default: 000000000000].
+    #[arg(long)]
+    account_id: Option<String>,
+    /// Per-shard throughput limits [default: enforced].
+    #[arg(long, value_enum)]
+    shard_throughput: Option<ShardThroughput>,
+    /// When a write is acknowledged [default: fsync].
+    #[arg(long, value_enum)]
+    durability: Option<DurabilityChoice>,
+    /// Serve POST /moto-api/reset, which deletes every resource (for test suites).
+    #[arg(long)]
+    enable_reset: bool,
+    /// Serve POST /millrace-api/advance-clock?ms=N (for test suites).
+    #[arg(long)]
+    enable_clock_advance: bool,
+    /// Open shards allowed per account and region [default: 500].
+    #[arg(long)]
+    shard_limit: Option<u32>,
+    /// Log format: "text" or "json" [default: text].
+    #[arg(long, default_value = "text")]
+    log_format: String,
+}
+
+struct ClockHandle(Arc<OffsetClock>);
+
+impl ClockControl for ClockHandle {
+    fn advance_millis(&self, ms: i64) {
+        self.0.advance(ms);
+    }
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MILLRACE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Serve(args)) => args,
+        None => ServeArgs {
+            log_format: "text".into(),
+            ..ServeArgs::default()
+        },
+    };
+    init_tracing(&args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let listen: SocketAddr = args
+        .listen
+        .clone()
+        .or(file.listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:4567".into())
+        .parse()
+        .context("--listen must be ADDR:PORT")?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or(file.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("./millrace-data"));
+    let account_id = args
+        .account_id
+        .clone()
+        .or(file.account_id.clone())
+        .unwrap_or_else(|| "000000000000".into());
+    if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
+        anyhow::bail!("--account-id must be 12 digits, got {account_id:?}");
+    }
+    let region = file.region.clone().unwrap_or_else(|| "us-east-1".into());
+    let throughput = args
+        .shard_throughput
+        .or(file.shard_throughput)
+        .unwrap_or(ShardThroughput::Enforced);
+    let durability = match args
+        .durability
+        .or(file.durability)
+        .unwrap_or(DurabilityChoice::Fsync)
+    {
+        DurabilityChoice::Fsync => Durability::Fsync,
+        DurabilityChoice::OsBuffered => {
+            tracing::warn!(
+                "durability = os-buffered: writes are acknowledged before they are on disk"
+            );
+            Durability::OsBuffered
+        }
+    };
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+
+    let offset_clock = Arc::new(OffsetClock::new());
+    let clock: Arc<dyn Clock> = offset_clock.clone();
+    let mut log_config = LogConfig::new(data_dir.join("log"));
+    log_config.durability = durability;
+    let log = Log::open(log_config, clock.clone()).context("cannot open the log")?;
+    let catalog =
+        Arc::new(Catalog::open(&data_dir.join("catalog.redb")).context("cannot open the catalog")?);
+    let s = &file.streams;
+    let defaults = StreamsConfig::default();
+    let streams_config = StreamsConfig {
+        create_delay_ms: s.create_delay_ms.unwrap_or(defaults.create_delay_ms),
+        delete_delay_ms: s.delete_delay_ms.unwrap_or(defaults.delete_delay_ms),
+        update_delay_ms: s.update_delay_ms.unwrap_or(defaults.update_delay_ms),
+        consumer_delay_ms: s.consumer_delay_ms.unwrap_or(defaults.consumer_delay_ms),
+        shard_limit: args
+            .shard_limit
+            .or(s.shard_limit)
+            .unwrap_or(defaults.shard_limit),
+        on_demand_stream_limit: s
+            .on_demand_stream_limit
+            .unwrap_or(defaults.on_demand_stream_limit),
+        consumer_limit: s.consumer_limit.unwrap_or(defaults.consumer_limit),
+        enforce_shard_throughput: throughput == ShardThroughput::Enforced,
+        ..defaults
+    };
+    let streams = Streams::open(streams_config, catalog, log.clone(), clock.clone())
+        .context("cannot load the streams")?;
+    declare_streams(&streams, &file, &account_id, &region).await?;
+
+    let server_config = ServerConfig {
+        account_id: account_id.clone(),
+        default_region: region,
+        enable_reset: args.enable_reset || file.enable_reset.unwrap_or(false),
+        enable_clock_advance: args.enable_clock_advance
+            || file.enable_clock_advance.unwrap_or(false),
+    };
+    let app = Arc::new(App::new(
+        streams.clone(),
+        server_config,
+        Some(Arc::new(ClockHandle(offset_clock))),
+    ));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr().unwrap_or(listen);
+    tracing::warn!(
+        "authentication is not configured: any credentials are accepted (development mode)"
+    );
+    tracing::info!(
+        listen = %local,
+        data_dir = %data_dir.display(),
+        account_id = %account_id,
+        shard_throughput = ?throughput,
+        startup_ms = started.elapsed().as_millis() as u64,
+        "millrace is ready"
+    );
+
+    // A plain line on stdout that scripts and test harnesses wait for (with `--listen
+    // 127.0.0.1:0` it is how they learn the port).
+    println!("millrace listening on {local}");
+    let shutdown = CancellationToken::new();
+    let housekeeping = {
+        let streams = streams.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => {
+                        if let Err(error) = streams.housekeeping().await {
+                            tracing::error!(%error, "housekeeping failed");
+                        }
+                    }
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        })
+    };
+    let signals = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: draining requests");
+            shutdown.cancel();
+        })
+    };
+    millrace_server::serve(listener, app, shutdown.clone()).await?;
+    shutdown.cancel();
+    let _ = housekeeping.await;
+    signals.abort();
+    log.shutdown().context("log shutdown failed")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Creates the streams the config file declares, if they do not exist yet.
+async fn declare_streams(
+    streams: &Streams,
+    file: &FileConfig,
+    account_id: &str,
+    region: &str,
+) -> anyhow::Result<()> {
+    use millrace_wire::kinesis as k;
+    for declared in &file.declared_streams {
+        let ctx = RequestContext {
+            account: declared
+                .account_id
+                .clone()
+                .unwrap_or_else(|| account_id.to_string()),
+            region: declared
+                .region
+                .clone()
+                .unwrap_or_else(|| region.to_string()),
+            request_id: "config".into(),
+        };
+        let create = k::CreateStreamInput {
+            stream_name: declared.name.clone(),
+            shard_count: declared.shard_count,
+            ..Default::default()
+        };
+        match streams.handle(&ctx, k::Request::CreateStream(create)).await {
+            Ok(_) => tracing::info!(stream = %declared.name, "created declared stream"),
+            Err(millrace_streams::Error::StreamExists { .. }) => {}
+            Err(error) => anyhow::bail!("cannot create declared stream {}: {error}", declared.name),
+        }
+        if let Some(hours) = declared.retention_hours
+            && hours > 24
+        {
+            let input = k::IncreaseStreamRetentionPeriodInput {
+                stream_name: Some(declared.name.clone()),
+                retention_period_hours: hours,
+                ..Default::default()
+            };
+            let _ = streams
+                .handle(&ctx, k::Request::IncreaseStreamRetentionPeriod(input))
+                .await;
+        }
+        for consumer in &declared.consumers {
+            let input = k::RegisterStreamConsumerInput {
+                stream_arn: format!(
+                    "arn:aws:kinesis:{}:{}:stream/{}",
+                    ctx.region, ctx.account, declared.name
+                ),
+                consumer_name: consumer.clone(),
+                ..Default::default()
+            };
+            let _ = streams
+                .handle(&ctx, k::Request::RegisterStreamConsumer(input))
+                .await;
+        }
+    }
+    Ok(())
+}

@@ -1,1 +1,398 @@
-//! Placeholder.
+//! The HTTP boundary of Millrace, and the only crate that knows HTTP.
+//!
+//! One listener serves HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on the same port, as
+//! the JavaScript SDK v3 and the Java SDK's async client (which the KCL uses) connect with
+//! HTTP/2 by default and everything else with HTTP/1.1. Requests are routed by
+//! `X-Amz-Target`; each gets a request id (echoed as `x-amzn-RequestId`) and a tracing span.
+//!
+//! Before the action runs, a request goes through the checks AWS makes, in AWS's order
+//! (kinesalite's `index.js` documents it): method, content type, body parse
+//! (SerializationException), operation (UnknownOperationException), presence of an
+//! authentication header (MissingAuthenticationTokenException, IncompleteSignatureException),
+//! type checks and constraints (`wire`), then the action.
+//!
+//! Also here: `GET /health`, `POST /moto-api/reset` (wipes every resource, when enabled) and
+//! `POST /millrace-api/advance-clock?ms=N` (moves the service clock forward, when enabled).
+//!
+//! Not here: what operations mean (the service crates), body formats (`wire`), signature
+//! verification (a later issue; any credentials are accepted today).
+
+mod auth;
+mod subscribe;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use millrace_streams::{RequestContext, Streams};
+use millrace_wire::kinesis::{self, Operation};
+use millrace_wire::{ErrorKind, Format};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Largest request body accepted: a 10 MiB PutRecords in base64 plus its JSON framing.
+pub const REQUEST_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Time in-flight requests get to finish at shutdown.
+pub const SHUTDOWN_DRAIN_MS: u64 = 10_000;
+
+const KINESIS_TARGET_PREFIX: &str = "Kinesis_20131202";
+
+/// Moves the service clock forward (the test-hygiene clock-advance call).
+pub trait ClockControl: Send + Sync + 'static {
+    fn advance_millis(&self, ms: i64);
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The account used when a request does not select one.
+    pub account_id: String,
+    /// The region used when a request's signature names none.
+    pub default_region: String,
+    /// Serve `POST /moto-api/reset`.
+    pub enable_reset: bool,
+    /// Serve `POST /millrace-api/advance-clock`.
+    pub enable_clock_advance: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            account_id: "000000000000".into(),
+            default_region: "us-east-1".into(),
+            enable_reset: false,
+            enable_clock_advance: false,
+        }
+    }
+}
+
+/// Everything a request handler needs.
+pub struct App {
+    pub streams: Streams,
+    pub config: ServerConfig,
+    pub clock: Option<Arc<dyn ClockControl>>,
+    ready: AtomicBool,
+}
+
+impl App {
+    pub fn new(
+        streams: Streams,
+        config: ServerConfig,
+        clock: Option<Arc<dyn ClockControl>>,
+    ) -> App {
+        App {
+            streams,
+            config,
+            clock,
+            ready: AtomicBool::new(true),
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` fires, then stops accepting and gives in-flight
+/// requests up to `SHUTDOWN_DRAIN_MS` to finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off rather than spin.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(handle(app, peer, request).await) }
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, %peer, "connection ended with an error");
+            }
+        });
+    }
+    app.ready.store(false, Ordering::SeqCst);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(Duration::from_millis(SHUTDOWN_DRAIN_MS)) => {
+            tracing::warn!("some connections were still open after the drain period");
+        }
+    }
+    Ok(())
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+fn request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// `x-amz-id-2`: 72 random bytes in base64, as AWS sends.
+fn amz_id_2() -> String {
+    use base64::Engine;
+    let bytes: Vec<u8> = (0..72).map(|_| rand::random::<u8>()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn with_ids(mut response: Response<Body>, request_id: &str) -> Response<Body> {
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert("x-amzn-RequestId", value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&amz_id_2()) {
+        headers.insert("x-amz-id-2", value);
+    }
+    response
+}
+
+fn simple(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    if let Ok(value) = HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+/// An AWS error in the request's format.
+pub(crate) fn error_response(
+    format: Format,
+    kind: ErrorKind,
+    message: Option<&str>,
+) -> Response<Body> {
+    let body = millrace_wire::encode_error(format, kind, message);
+    let status = StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    simple(status, format.content_type(), body)
+}
+
+/// The XML-ish answers AWS's front end gives before it knows the protocol.
+fn front_end_error(status: StatusCode, kind: &str, message: Option<&str>) -> Response<Body> {
+    let body = match message {
+        Some(message) => format!("<{kind}>\n  <Message>{message}</Message>\n</{kind}>\n"),
+        None => format!("<{kind}/>\n"),
+    };
+    simple(status, "application/xml", body)
+}
+
+async fn handle(app: Arc<App>, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
+    let request_id = request_id();
+    let target = request
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        %peer,
+        method = %request.method(),
+        path = %request.uri().path(),
+        target = %target,
+        status = tracing::field::Empty,
+        latency_us = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let response = route(&app, request, &request_id, &target)
+        .instrument(span.clone())
+        .await;
+    span.record("status", response.status().as_u16());
+    span.record("latency_us", started.elapsed().as_micros() as u64);
+    span.in_scope(|| tracing::debug!("answered"));
+    with_ids(response, &request_id)
+}
+
+async fn route(
+    app: &Arc<App>,
+    request: Request<Incoming>,
+    request_id: &str,
+    target: &str,
+) -> Response<Body> {
+    let path = request.uri().path().to_string();
+    match (request.method(), path.as_str()) {
+        (&Method::GET, "/health") => {
+            return if app.ready.load(Ordering::SeqCst) {
+                simple(StatusCode::OK, "application/json", r#"{"status":"ok"}"#)
+            } else {
+                simple(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "application/json",
+                    r#"{"status":"stopping"}"#,
+                )
+            };
+        }
+        (&Method::POST, "/moto-api/reset") if app.config.enable_reset => {
+            return match app.streams.reset().await {
+                Ok(()) => simple(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
+                Err(error) => {
+                    tracing::error!(%error, "reset failed");
+                    simple(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "application/json",
+                        r#"{"status":"error"}"#,
+                    )
+                }
+            };
+        }
+        (&Method::POST, "/millrace-api/advance-clock") if app.config.enable_clock_advance => {
+            let ms = request
+                .uri()
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("ms="))
+                .and_then(|v| v.parse::<i64>().ok());
+            return match (ms, &app.clock) {
+                (Some(ms), Some(clock)) if ms >= 0 => {
+                    clock.advance_millis(ms);
+                    simple(StatusCode::OK, "application/json", r#"{"status":"ok"}"#)
+                }
+                _ => simple(
+                    StatusCode::BAD_REQUEST,
+                    "application/json",
+                    r#"{"status":"error","message":"expected ?ms=N with N >= 0"}"#,
+                ),
+            };
+        }
+        _ => {}
+    }
+    aws_request(app, request, request_id, target).await
+}
+
+/// Serves one AWS JSON/CBOR protocol request.
+async fn aws_request(
+    app: &Arc<App>,
+    request: Request<Incoming>,
+    request_id: &str,
+    target: &str,
+) -> Response<Body> {
+    if request.method() != Method::POST {
+        return front_end_error(
+            StatusCode::FORBIDDEN,
+            "AccessDeniedException",
+            Some("Unable to determine service/operation name to be authorized"),
+        );
+    }
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let (service, operation_name) = target.split_once('.').unwrap_or((target, ""));
+    let Some(format) = Format::from_content_type(content_type) else {
+        if service.is_empty() || operation_name.is_empty() {
+            return front_end_error(
+                StatusCode::FORBIDDEN,
+                "AccessDeniedException",
+                Some("Unable to determine service/operation name to be authorized"),
+            );
+        }
+        return front_end_error(StatusCode::NOT_FOUND, "UnknownOperationException", None);
+    };
+    let operation = (service == KINESIS_TARGET_PREFIX)
+        .then(|| Operation::from_name(operation_name))
+        .flatten();
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, REQUEST_BODY_BYTES_MAX).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            if error
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                return error_response(
+                    format,
+                    ErrorKind::RequestEntityTooLargeException,
+                    Some(&format!(
+                        "Request body exceeds the limit of {REQUEST_BODY_BYTES_MAX} bytes."
+                    )),
+                );
+            }
+            tracing::debug!(%error, "request body could not be read");
+            return error_response(format, ErrorKind::SerializationException, None);
+        }
+    };
+    // Body parse before the operation check, as AWS does.
+    if body.is_empty() {
+        let kind = if operation.is_some() {
+            ErrorKind::SerializationException
+        } else {
+            ErrorKind::UnknownOperationException
+        };
+        return error_response(format, kind, None);
+    }
+    let parsed_ok = match format {
+        Format::Json => millrace_wire::json::parse(&body).is_ok(),
+        Format::Cbor => millrace_wire::cbor::parse(&body).is_ok(),
+    };
+    if !parsed_ok {
+        return error_response(format, ErrorKind::SerializationException, None);
+    }
+    let Some(operation) = operation else {
+        return error_response(format, ErrorKind::UnknownOperationException, None);
+    };
+    let identity = match auth::identify(&parts.headers, parts.uri.query(), &app.config) {
+        Ok(identity) => identity,
+        Err((kind, message)) => return error_response(format, kind, Some(&message)),
+    };
+    tracing::Span::current().record("target", operation.name());
+    let ctx = RequestContext {
+        account: identity.account,
+        region: identity.region,
+        request_id: request_id.to_string(),
+    };
+    let decoded = match kinesis::decode_request(operation, format, &body) {
+        Ok(decoded) => decoded,
+        Err(error) => return error_response(format, error.kind, error.message.as_deref()),
+    };
+    if let kinesis::Request::SubscribeToShard(input) = decoded {
+        return subscribe::respond(app, &ctx, format, input, &parts.headers);
+    }
+    match app.streams.handle(&ctx, decoded).await {
+        Ok(response) => {
+            let body = kinesis::encode_response(format, &response);
+            simple(StatusCode::OK, format.content_type(), body)
+        }
+        Err(error) => service_error(format, &error),
+    }
+}
+
+pub(crate) fn service_error(format: Format, error: &millrace_streams::Error) -> Response<Body> {
+    let (kind, message) = error.to_aws();
+    if error.is_internal() {
+        tracing::error!(%error, "request failed inside Millrace");
+    } else {
+        tracing::debug!(%error, "request refused");
+    }
+    error_response(format, kind, message.as_deref())
+}
+
+pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}

@@ -1,0 +1,150 @@
+//! The records the catalog stores: plain data with serde, no behaviour.
+//!
+//! Fields are Rust-named; AWS casing lives only in the `wire` crate. Every field added
+//! after the first release carries `#[serde(default)]` so older catalogs keep loading.
+//! Hash keys are `u128` stored as decimal strings (JSON numbers cannot hold them).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamMode {
+    Provisioned,
+    OnDemand,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    Creating,
+    Active,
+    Updating,
+    Deleting,
+}
+
+/// A status that may be transitional: `status` holds until `until_ms`, after which the
+/// stream (or consumer) is in `then`. Evaluated lazily against the clock, so a test that
+/// advances the clock sees the transition without any background task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lifecycle {
+    pub status: Status,
+    pub until_ms: i64,
+    pub then: Status,
+}
+
+impl Lifecycle {
+    pub fn steady(status: Status) -> Lifecycle {
+        Lifecycle {
+            status,
+            until_ms: i64::MIN,
+            then: status,
+        }
+    }
+
+    pub fn at(&self, now_ms: i64) -> Status {
+        if now_ms < self.until_ms {
+            self.status
+        } else {
+            self.then
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    /// The number in `shardId-000000000007`; also part of every sequence number.
+    pub index: u32,
+    /// Where the shard's records live in the log.
+    pub log_id: u64,
+    #[serde(with = "u128_string")]
+    pub starting_hash_key: u128,
+    #[serde(with = "u128_string")]
+    pub ending_hash_key: u128,
+    pub parent: Option<u32>,
+    pub adjacent_parent: Option<u32>,
+    pub created_ms: i64,
+    /// Set once the shard is closed by a split, merge or shard-count update.
+    pub closed: Option<ClosedShard>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClosedShard {
+    /// First offset that is not part of the shard (the log's end when it closed).
+    pub end_offset: u64,
+    pub closed_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerRecord {
+    pub name: String,
+    /// Creation time; its seconds appear in the consumer ARN.
+    pub created_ms: i64,
+    pub lifecycle: Lifecycle,
+    #[serde(default)]
+    pub policy: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptionRecord {
+    pub key_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamRecord {
+    pub account: String,
+    pub region: String,
+    pub name: String,
+    /// The `StreamId` of the model (`[a-z0-9]{20}-[a-z0-9]{3}`); a stream deleted and
+    /// created again under the same name gets a new one, which invalidates old iterators.
+    pub stream_id: String,
+    pub created_ms: i64,
+    pub lifecycle: Lifecycle,
+    pub mode: StreamMode,
+    pub retention_hours: u32,
+    pub shards: Vec<ShardRecord>,
+    pub next_shard_index: u32,
+    pub encryption: Option<EncryptionRecord>,
+    pub enhanced_metrics: Vec<String>,
+    pub tags: BTreeMap<String, String>,
+    pub max_record_size_kib: u32,
+    #[serde(default)]
+    pub warm_throughput_mibps: Option<u32>,
+    #[serde(default)]
+    pub consumers: Vec<ConsumerRecord>,
+    #[serde(default)]
+    pub policy: Option<String>,
+    #[serde(default)]
+    pub record_distribution_strategy: Option<String>,
+    /// Times of UpdateShardCount calls (AWS allows a limited number per rolling 24 hours).
+    #[serde(default)]
+    pub shard_count_updates_ms: Vec<i64>,
+    /// Times of stream-mode switches (twice per rolling 24 hours).
+    #[serde(default)]
+    pub mode_updates_ms: Vec<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRecord {
+    /// MinimumThroughputBillingCommitment status as last set (`ENABLED`/`DISABLED`).
+    #[serde(default)]
+    pub billing_commitment: Option<String>,
+    #[serde(default)]
+    pub billing_commitment_started_ms: Option<i64>,
+    #[serde(default)]
+    pub billing_commitment_ends_ms: Option<i64>,
+}
+
+mod u128_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &u128, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&value.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u128, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,152 @@
+//! Storage IO behind a small trait, and its real implementation on the local file system.
+//!
+//! Every byte the log reads or writes goes through [`Storage`] and [`StorageFile`], so a
+//! seeded simulation can stand in for the disk (torn writes, failed fsyncs, bit flips, a
+//! full disk) and a test can count fsyncs. The trait is positional (`read_at`,
+//! `write_all_at`): the log always knows where it writes, so no file has a cursor.
+//!
+//! This module does not cache handles (see `files`), retry failed calls, or interpret bytes.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The file system operations the log needs.
+pub trait Storage: Send + Sync + 'static {
+    /// Opens `path` for reading and writing; creates an empty file if `create` and it is
+    /// missing. Fails with `io::ErrorKind::NotFound` if it is missing and not `create`.
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>>;
+    /// Creates `path` and any missing parents (not durable until `sync_dir` of the parent).
+    fn create_dir(&self, path: &Path) -> io::Result<()>;
+    /// The names (not paths) of the entries in directory `path`, in no particular order.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Removes the empty directory `path`.
+    fn remove_dir(&self, path: &Path) -> io::Result<()>;
+    /// Atomically renames `from` to `to`, replacing `to` if it is a file.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes the entries of directory `path` (creations, removals, renames) durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+}
+
+/// One open file.
+pub trait StorageFile: Send + Sync {
+    /// Reads into `buf` from `position`; returns the bytes read (0 at or past the end).
+    fn read_at(&self, buf: &mut [u8], position: u64) -> io::Result<usize>;
+    /// Writes all of `buf` at `position`, growing the file as needed.
+    fn write_all_at(&self, buf: &[u8], position: u64) -> io::Result<()>;
+    /// Makes the file's data (and the metadata needed to read it back) durable: fdatasync.
+    fn sync_data(&self) -> io::Result<()>;
+    /// The current length of the file.
+    fn size_bytes(&self) -> io::Result<u64>;
+    /// Truncates or extends the file to `size_bytes`.
+    fn set_size_bytes(&self, size_bytes: u64) -> io::Result<()>;
+}
+
+/// Reads as many bytes as possible into `buf` from `position` (stops early only at the end
+/// of the file); returns how many were read.
+pub(crate) fn read_fully_at(
+    file: &dyn StorageFile,
+    buf: &mut [u8],
+    position: u64,
+) -> io::Result<usize> {
+    let mut n_read = 0;
+    while n_read < buf.len() {
+        let Some(rest) = buf.get_mut(n_read..) else {
+            break;
+        };
+        let n = match file.read_at(rest, position + n_read as u64) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        n_read += n;
+    }
+    Ok(n_read)
+}
+
+/// Removes every file in directory `path`, then the directory (one level: the log never
+/// nests directories below a log's directory).
+pub(crate) fn remove_dir_with_files(storage: &dyn Storage, path: &Path) -> io::Result<()> {
+    for name in storage.list_dir(path)? {
+        storage.remove_file(&path.join(name))?;
+    }
+    storage.remove_dir(path)
+}
+
+/// [`Storage`] on the operating system's file system.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OsStorage;
+
+struct OsFile {
+    file: File,
+}
+
+impl Storage for OsStorage {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)?;
+        Ok(Arc::new(OsFile { file }))
+    }
+
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        fs::create_dir_all(path)
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(path)? {
+            let entry = entry?;
+            // Names that are not UTF-8 were not written by the log; skip them.
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        fs::remove_dir(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+}
+
+impl StorageFile for OsFile {
+    fn read_at(&self, buf: &mut [u8], position: u64) -> io::Result<usize> {
+        self.file.read_at(buf, position)
+    }
+
+    fn write_all_at(&self, buf: &[u8], position: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, position)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn size_bytes(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn set_size_bytes(&self, size_bytes: u64) -> io::Result<()> {
+        self.file.set_len(size_bytes)
+    }
+}

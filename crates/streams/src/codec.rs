@@ -1,0 +1,88 @@
+//! How a Kinesis record is stored as an opaque payload in the log.
+//!
+//! ```text
+//! u8   format version = 1
+//! u8   flags: bit 0 = written while the stream was encrypted (EncryptionType KMS)
+//! u16  partition key length in bytes (big-endian); 0xFFFF = no partition key
+//! ...  partition key (UTF-8)
+//! ...  data
+//! ```
+//!
+//! The arrival timestamp and the offset (hence the sequence number) come from the log.
+//! Encryption at rest (a later issue) will transform `data` here, behind the flag.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+const VERSION: u8 = 1;
+const FLAG_ENCRYPTED: u8 = 1;
+const NO_KEY: u16 = 0xFFFF;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub partition_key: Option<String>,
+    pub data: Bytes,
+    pub encrypted: bool,
+}
+
+pub fn encode(partition_key: Option<&str>, data: &[u8], encrypted: bool) -> Bytes {
+    let key = partition_key.unwrap_or("").as_bytes();
+    let mut out = BytesMut::with_capacity(4 + key.len() + data.len());
+    out.put_u8(VERSION);
+    out.put_u8(if encrypted { FLAG_ENCRYPTED } else { 0 });
+    match partition_key {
+        // Partition keys are at most 256 characters (1,024 bytes), far below the marker.
+        Some(_) => out.put_u16(key.len().min(usize::from(NO_KEY - 1)) as u16),
+        None => out.put_u16(NO_KEY),
+    }
+    out.put_slice(key);
+    out.put_slice(data);
+    out.freeze()
+}
+
+/// Decodes a stored record; `None` if the bytes are not a record this crate wrote.
+pub fn decode(payload: &Bytes) -> Option<StoredRecord> {
+    let header = payload.get(..4)?;
+    if header.first() != Some(&VERSION) {
+        return None;
+    }
+    let flags = *header.get(1)?;
+    let key_len = u16::from_be_bytes([*header.get(2)?, *header.get(3)?]);
+    let (partition_key, data_start) = if key_len == NO_KEY {
+        (None, 4)
+    } else {
+        let end = 4 + usize::from(key_len);
+        let key = std::str::from_utf8(payload.get(4..end)?).ok()?.to_string();
+        (Some(key), end)
+    };
+    if data_start > payload.len() {
+        return None;
+    }
+    Some(StoredRecord {
+        partition_key,
+        data: payload.slice(data_start..),
+        encrypted: flags & FLAG_ENCRYPTED != 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let bytes = encode(Some("pk-ü"), b"hello", true);
+        let record = decode(&bytes);
+        assert_eq!(
+            record,
+            Some(StoredRecord {
+                partition_key: Some("pk-ü".into()),
+                data: Bytes::from_static(b"hello"),
+                encrypted: true,
+            })
+        );
+        let no_key = decode(&encode(None, b"", false));
+        assert_eq!(no_key.map(|r| r.partition_key), Some(None));
+        assert_eq!(decode(&Bytes::from_static(b"\x02\x00\x00\x00")), None);
+        assert_eq!(decode(&Bytes::from_static(b"\x01\x00\x00\x09ab")), None);
+    }
+}
