@@ -351,14 +351,26 @@ impl Log {
     /// Creates log `log_id`, durably, before returning. Idempotent. Blocks the calling
     /// thread until the writer has done it (at most one group commit plus a few fsyncs).
     pub fn create_log(&self, log_id: LogId) -> Result<(), LogError> {
-        self.control(ControlOp::CreateLog(log_id)).map(|_| ())
+        self.create_logs(&[log_id])
+    }
+
+    /// Creates several logs at once (one directory fsync for the batch). Idempotent.
+    pub fn create_logs(&self, log_ids: &[LogId]) -> Result<(), LogError> {
+        self.control(ControlOp::CreateLogs(log_ids.to_vec()))
+            .map(|_| ())
     }
 
     /// Deletes log `log_id` and its files; later appends to it fail with `UnknownLog`, and
     /// WAL replay never brings it back. Idempotent. Blocks the calling thread (it
     /// checkpoints).
     pub fn delete_log(&self, log_id: LogId) -> Result<(), LogError> {
-        self.control(ControlOp::DeleteLog(log_id)).map(|_| ())
+        self.delete_logs(&[log_id])
+    }
+
+    /// Deletes several logs at once (one checkpoint for the batch). Idempotent.
+    pub fn delete_logs(&self, log_ids: &[LogId]) -> Result<(), LogError> {
+        self.control(ControlOp::DeleteLogs(log_ids.to_vec()))
+            .map(|_| ())
     }
 
     /// Durable records with offset `>= max(from_offset, start_offset)`: up to

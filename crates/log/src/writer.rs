@@ -56,10 +56,10 @@ pub(crate) struct ControlRequest {
     pub reply: oneshot::Sender<Result<u64>>,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum ControlOp {
-    CreateLog(LogId),
-    DeleteLog(LogId),
+    CreateLogs(Vec<LogId>),
+    DeleteLogs(Vec<LogId>),
     TrimBefore(LogId, i64),
     Checkpoint,
     Shutdown,
@@ -231,8 +231,8 @@ impl Writer {
             Err(LogError::Poisoned)
         } else {
             match request.op {
-                ControlOp::CreateLog(log_id) => self.create_log(log_id).map(|()| 0),
-                ControlOp::DeleteLog(log_id) => self.delete_log(log_id).map(|()| 0),
+                ControlOp::CreateLogs(log_ids) => self.create_logs(&log_ids).map(|()| 0),
+                ControlOp::DeleteLogs(log_ids) => self.delete_logs(&log_ids).map(|()| 0),
                 ControlOp::TrimBefore(log_id, timestamp_ms) => {
                     self.trim_before(log_id, timestamp_ms)
                 }
@@ -648,9 +648,27 @@ impl Writer {
     // -----------------------------------------------------------------------------------
     // Control operations
 
-    fn create_log(&mut self, log_id: LogId) -> Result<()> {
+    /// Creates logs; one fsync of the logs directory covers the whole batch.
+    fn create_logs(&mut self, log_ids: &[LogId]) -> Result<()> {
+        let mut created = false;
+        for &log_id in log_ids {
+            created |= self.create_log(log_id)?;
+        }
+        if created {
+            let logs_dir = self.logs_dir();
+            self.shared
+                .storage
+                .sync_dir(&logs_dir)
+                .map_err(LogError::io("fsync logs dir", &logs_dir))?;
+        }
+        Ok(())
+    }
+
+    /// Creates one log's directory and first segment; the caller fsyncs the logs
+    /// directory. Returns false if the log already existed.
+    fn create_log(&mut self, log_id: LogId) -> Result<bool> {
         if self.logs.contains_key(&log_id) {
-            return Ok(());
+            return Ok(false);
         }
         let logs_dir = self.logs_dir();
         let dir = log_dir(&logs_dir, log_id);
@@ -662,9 +680,6 @@ impl Writer {
         storage
             .sync_dir(&dir)
             .map_err(LogError::io("fsync log dir", &dir))?;
-        storage
-            .sync_dir(&logs_dir)
-            .map_err(LogError::io("fsync logs dir", &logs_dir))?;
         let active = SegmentMeta::empty(0);
         let state = Arc::new(LogState::new(
             log_id,
@@ -680,12 +695,42 @@ impl Writer {
         self.logs
             .insert(log_id, WriterLog::new(state, active, None));
         tracing::debug!(log_id, "log created");
+        Ok(true)
+    }
+
+    /// Deletes logs: each directory is renamed away (the commit point), one fsync of the
+    /// logs directory and one checkpoint cover the batch, then the files are removed.
+    fn delete_logs(&mut self, log_ids: &[LogId]) -> Result<()> {
+        let mut renamed = Vec::new();
+        for &log_id in log_ids {
+            if let Some(deleted_dir) = self.unlink_log(log_id)? {
+                renamed.push((log_id, deleted_dir));
+            }
+        }
+        if renamed.is_empty() {
+            return Ok(());
+        }
+        let logs_dir = self.logs_dir();
+        let storage = Arc::clone(&self.shared.storage);
+        storage
+            .sync_dir(&logs_dir)
+            .map_err(LogError::io("fsync logs dir", &logs_dir))?;
+        // Move the checkpoint past every WAL frame of these logs, so that a log created
+        // later with the same id is never given their records by WAL replay.
+        self.checkpoint()?;
+        for (log_id, deleted_dir) in renamed {
+            remove_dir_with_files(storage.as_ref(), &deleted_dir)
+                .map_err(LogError::io("remove deleted log dir", &deleted_dir))?;
+            tracing::debug!(log_id, "log deleted");
+        }
         Ok(())
     }
 
-    fn delete_log(&mut self, log_id: LogId) -> Result<()> {
+    /// Forgets a log and renames its directory to `<id>.deleted`; `None` if it did not
+    /// exist.
+    fn unlink_log(&mut self, log_id: LogId) -> Result<Option<PathBuf>> {
         let Some(log) = self.logs.remove(&log_id) else {
-            return Ok(());
+            return Ok(None);
         };
         self.shared.logs.write().remove(&log_id);
         {
@@ -708,20 +753,12 @@ impl Writer {
             remove_dir_with_files(storage.as_ref(), &deleted_dir)
                 .map_err(LogError::io("remove deleted log dir", &deleted_dir))?;
         }
-        // The rename is the commit point: after it the log is gone, whatever the WAL says.
+        // The rename is the commit point (once the logs directory is fsynced): after it
+        // the log is gone, whatever the WAL says.
         storage
             .rename(&dir, &deleted_dir)
             .map_err(LogError::io("rename log dir", &dir))?;
-        storage
-            .sync_dir(&logs_dir)
-            .map_err(LogError::io("fsync logs dir", &logs_dir))?;
-        // Move the checkpoint past every WAL frame of this log, so that a log created later
-        // with the same id is never given this one's records by WAL replay.
-        self.checkpoint()?;
-        remove_dir_with_files(storage.as_ref(), &deleted_dir)
-            .map_err(LogError::io("remove deleted log dir", &deleted_dir))?;
-        tracing::debug!(log_id, "log deleted");
-        Ok(())
+        Ok(Some(deleted_dir))
     }
 
     fn trim_before(&mut self, log_id: LogId, timestamp_ms: i64) -> Result<u64> {

@@ -19,6 +19,8 @@
 //! update_delay_ms = 0
 //! consumer_delay_ms = 0
 //! shard_limit = 500               # open shards per account and region
+//! on_demand_split_bytes_per_sec = 512000   # on-demand: split a shard writing more than this
+//! on_demand_split_after_ms = 60000         # ... for this long
 //!
 //! [[stream]]                      # streams that exist from start-up
 //! name = "orders"
@@ -74,6 +76,10 @@ pub struct StreamsSection {
     pub shard_limit: Option<u32>,
     pub on_demand_stream_limit: Option<u32>,
     pub consumer_limit: Option<u32>,
+    /// On-demand streams split a shard whose writes stay above this many bytes/s...
+    pub on_demand_split_bytes_per_sec: Option<f64>,
+    /// ... for this long.
+    pub on_demand_split_after_ms: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

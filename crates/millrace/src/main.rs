@@ -183,6 +183,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .on_demand_stream_limit
             .unwrap_or(defaults.on_demand_stream_limit),
         consumer_limit: s.consumer_limit.unwrap_or(defaults.consumer_limit),
+        on_demand_split_bytes_per_sec: s
+            .on_demand_split_bytes_per_sec
+            .unwrap_or(defaults.on_demand_split_bytes_per_sec),
+        on_demand_split_after_ms: s
+            .on_demand_split_after_ms
+            .unwrap_or(defaults.on_demand_split_after_ms),
         enforce_shard_throughput: throughput == ShardThroughput::Enforced,
         ..defaults
     };

@@ -234,9 +234,10 @@ impl Inner {
             )));
         }
         let key = stream_key(&ctx.account, &ctx.region, &name);
-        // Hold the registry lock from the existence check to the insert, so two concurrent
-        // creations of one name cannot both succeed.
-        let mut registry = self.registry.write();
+        // Creations are serialised, so the name checked free here is still free at the
+        // insert below; the registry itself is only locked briefly, never across IO.
+        let _creating = self.creating.lock();
+        let registry = self.registry.read();
         if registry.contains_key(&key) {
             return Err(Error::StreamExists {
                 name,
@@ -277,14 +278,16 @@ impl Inner {
                 });
             }
         }
+        drop(registry);
         let first_log = self
             .catalog
             .write(|txn| txn.allocate("log", u64::from(shard_count)))?;
+        let log_ids: Vec<u64> = (0..u64::from(shard_count)).map(|i| first_log + i).collect();
+        self.log.create_logs(&log_ids)?;
         let ranges = hashing::uniform_ranges(shard_count);
         let mut shards = Vec::with_capacity(ranges.len());
         for (index, (start, end)) in ranges.into_iter().enumerate() {
             let log_id = first_log + index as u64;
-            self.log.create_log(log_id)?;
             shards.push(ShardRecord {
                 index: index as u32,
                 log_id,
@@ -334,7 +337,9 @@ impl Inner {
         };
         self.catalog
             .write(|txn| txn.put(Table::Streams, &key, &record))?;
-        registry.insert(key.clone(), Arc::new(StreamEntry::new(key, record)));
+        self.registry
+            .write()
+            .insert(key.clone(), Arc::new(StreamEntry::new(key, record)));
         Ok(())
     }
 

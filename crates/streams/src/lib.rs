@@ -113,6 +113,9 @@ pub(crate) struct Inner {
     /// Key of the HMAC that makes shard iterators tamper-evident.
     pub secret: Vec<u8>,
     pub registry: RwLock<HashMap<String, Arc<StreamEntry>>>,
+    /// Serialises CreateStream (AWS allows five a second), so the existence check and the
+    /// insert need not hold the registry lock across IO.
+    pub creating: Mutex<()>,
     pub accounts: RwLock<HashMap<String, AccountRecord>>,
     pub rng: Mutex<rand::rngs::StdRng>,
 }
@@ -286,11 +289,14 @@ impl Streams {
             }
             registry.insert(key.clone(), Arc::new(StreamEntry::new(key, record)));
         }
-        for log_id in log.log_ids() {
-            if !live_logs.contains(&log_id) {
-                tracing::info!(log_id, "removing a log no stream refers to");
-                log.delete_log(log_id)?;
-            }
+        let orphans: Vec<u64> = log
+            .log_ids()
+            .into_iter()
+            .filter(|id| !live_logs.contains(id))
+            .collect();
+        if !orphans.is_empty() {
+            tracing::info!(?orphans, "removing logs no stream refers to");
+            log.delete_logs(&orphans)?;
         }
         Ok(Streams {
             inner: Arc::new(Inner {
@@ -300,6 +306,7 @@ impl Streams {
                 clock,
                 secret,
                 registry: RwLock::new(registry),
+                creating: Mutex::new(()),
                 accounts: RwLock::new(accounts.into_iter().collect()),
                 rng: Mutex::new(rng),
             }),
@@ -494,9 +501,8 @@ impl Streams {
                 .catalog
                 .write(|txn| txn.delete(Table::Streams, &entry.key))?;
             self.inner.registry.write().remove(&entry.key);
-            for shard in &view.record.shards {
-                self.inner.log.delete_log(shard.log_id)?;
-            }
+            let log_ids: Vec<u64> = view.record.shards.iter().map(|s| s.log_id).collect();
+            self.inner.log.delete_logs(&log_ids)?;
         }
         self.inner.catalog.write(|txn| txn.clear(Table::Accounts))?;
         self.inner.accounts.write().clear();
@@ -682,9 +688,8 @@ impl Inner {
                 registry.remove(&entry.key);
             }
         }
-        for shard in &view.record.shards {
-            self.log.delete_log(shard.log_id)?;
-        }
+        let log_ids: Vec<u64> = view.record.shards.iter().map(|s| s.log_id).collect();
+        self.log.delete_logs(&log_ids)?;
         Ok(())
     }
 

@@ -58,6 +58,29 @@ impl Server {
         Ok(server)
     }
 
+    /// A fresh server with a configuration file of the given TOML text.
+    pub fn start_with_config(toml: &str, extra: &[&str]) -> anyhow::Result<Server> {
+        let temp = tempfile::tempdir()?;
+        let config = temp.path().join("millrace.toml");
+        std::fs::write(&config, toml)?;
+        let mut args: Vec<String> = vec![
+            "--enable-reset".into(),
+            "--enable-clock-advance".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut server = Server {
+            child: None,
+            endpoint: String::new(),
+            data_dir: temp.path().join("data"),
+            args,
+            _temp: Some(temp),
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
     /// A server on an existing data directory (e.g. one left by another server).
     pub fn start_on(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Server> {
         let mut server = Server {
