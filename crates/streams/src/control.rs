@@ -731,16 +731,16 @@ impl Inner {
             if increase && hours < current {
                 return Err(Error::invalid(format!(
                     "Requested retention period ({hours} hours) for stream {} can not be shorter \
-                     than existing retention period ({current} hours). Use \
-                     DecreaseStreamRetentionPeriod API.",
+                     than existing retention period ({current} hours). Use DecreaseRetentionPeriod \
+                     API.",
                     record.name
                 )));
             }
             if !increase && hours > current {
                 return Err(Error::invalid(format!(
                     "Requested retention period ({hours} hours) for stream {} can not be longer \
-                     than existing retention period ({current} hours). Use \
-                     IncreaseStreamRetentionPeriod API.",
+                     than existing retention period ({current} hours). Use IncreaseRetentionPeriod \
+                     API.",
                     record.name
                 )));
             }
@@ -768,7 +768,8 @@ impl Inner {
             let mut merged = record.tags.clone();
             merged.extend(tags);
             if merged.len() > TAGS_PER_STREAM_MAX {
-                return Err(Error::LimitExceeded {
+                // AWS answers InvalidArgumentException here, not LimitExceededException.
+                return Err(Error::InvalidArgument {
                     message: format!(
                         "Failed to add tags to stream {} under account {} because a given stream \
                          cannot have more than {TAGS_PER_STREAM_MAX} tags associated with it.",

@@ -667,6 +667,25 @@ impl Inner {
             for shard in &view.record.shards {
                 self.log.trim_before(shard.log_id, horizon)?;
             }
+            // A shard closed longer ago than the retention period holds nothing any more:
+            // it leaves the listings (as on AWS) and its log goes.
+            let expired: Vec<(u32, u64)> = view
+                .record
+                .shards
+                .iter()
+                .filter(|s| s.closed.is_some_and(|c| c.closed_ms < horizon))
+                .map(|s| (s.index, s.log_id))
+                .collect();
+            if !expired.is_empty() {
+                self.mutate(&entry, |record| {
+                    record
+                        .shards
+                        .retain(|s| !expired.iter().any(|(index, _)| *index == s.index));
+                    Ok(())
+                })?;
+                let log_ids: Vec<u64> = expired.iter().map(|(_, log_id)| *log_id).collect();
+                self.log.delete_logs(&log_ids)?;
+            }
             consumers::finish_consumer_changes(self, &entry, now)?;
             self.scale_on_demand(&entry, now).await?;
         }

@@ -317,3 +317,48 @@ async fn reset_deletes_everything() -> anyhow::Result<()> {
     assert_ne!(raw_post(&plain.endpoint, "/moto-api/reset")?, 200);
     Ok(())
 }
+
+#[tokio::test]
+async fn closed_shards_leave_the_listing_after_retention() -> anyhow::Result<()> {
+    let server = Server::start(&[])?;
+    let client = server.client();
+    create_active_stream(&client, "s", 1).await?;
+    client
+        .split_shard()
+        .stream_name("s")
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key("1000")
+        .send()
+        .await?;
+    millrace_sdk_tests::wait_active(&client, "s").await?;
+    assert_eq!(
+        client
+            .list_shards()
+            .stream_name("s")
+            .send()
+            .await?
+            .shards()
+            .len(),
+        3
+    );
+    server.advance_clock(25 * 3_600_000)?;
+    let remaining = eventually(
+        Duration::from_secs(10),
+        "the closed parent to expire",
+        || async {
+            let shards = client.list_shards().stream_name("s").send().await?;
+            let ids: Vec<String> = shards
+                .shards()
+                .iter()
+                .map(|s| s.shard_id().to_string())
+                .collect();
+            Ok((ids.len() == 2).then_some(ids))
+        },
+    )
+    .await?;
+    assert_eq!(
+        remaining,
+        vec!["shardId-000000000001", "shardId-000000000002"]
+    );
+    Ok(())
+}

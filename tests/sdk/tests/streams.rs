@@ -240,7 +240,7 @@ async fn retention_tags_policies_encryption_monitoring() -> anyhow::Result<()> {
     assert_eq!(
         message,
         "Requested retention period (30 hours) for stream s can not be shorter than existing \
-         retention period (48 hours). Use DecreaseStreamRetentionPeriod API."
+         retention period (48 hours). Use DecreaseRetentionPeriod API."
     );
     let (code, message) = error_of(
         client
