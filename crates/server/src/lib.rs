@@ -45,6 +45,18 @@ pub type Body = BoxBody<Bytes, Infallible>;
 pub const REQUEST_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Time in-flight requests get to finish at shutdown.
 pub const SHUTDOWN_DRAIN_MS: u64 = 10_000;
+/// Request bodies held in memory at once, across all connections. A request waits for room
+/// (backpressure); one that waits longer than `BODY_BUDGET_WAIT_MS` is shed with
+/// ServiceUnavailableException, which every AWS SDK retries.
+pub const BODY_BYTES_IN_FLIGHT_MAX: usize = 256 * 1024 * 1024;
+pub const BODY_BUDGET_WAIT_MS: u64 = 5_000;
+/// A request body must arrive within this time (slow or stalled uploads are cut off).
+pub const BODY_READ_TIMEOUT_MS: u64 = 60_000;
+/// Open connections at most; past it the server stops accepting until one closes.
+pub const CONNECTIONS_MAX: usize = 10_000;
+/// Unit of the body budget's permits (a semaphore counts in u32).
+const BODY_BUDGET_UNIT_BYTES: usize = 1024;
+const _: () = assert!(REQUEST_BODY_BYTES_MAX <= BODY_BYTES_IN_FLIGHT_MAX);
 
 const KINESIS_TARGET_PREFIX: &str = "Kinesis_20131202";
 
@@ -82,6 +94,7 @@ pub struct App {
     pub config: ServerConfig,
     pub clock: Option<Arc<dyn ClockControl>>,
     ready: AtomicBool,
+    body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl App {
@@ -95,6 +108,9 @@ impl App {
             config,
             clock,
             ready: AtomicBool::new(true),
+            body_budget: Arc::new(tokio::sync::Semaphore::new(
+                BODY_BYTES_IN_FLIGHT_MAX / BODY_BUDGET_UNIT_BYTES,
+            )),
         }
     }
 }
@@ -107,8 +123,20 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    let connections = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -133,6 +161,7 @@ pub async fn serve(
             if let Err(error) = connection.await {
                 tracing::debug!(%error, %peer, "connection ended with an error");
             }
+            drop(permit);
         });
     }
     app.ready.store(false, Ordering::SeqCst);
@@ -319,7 +348,40 @@ async fn aws_request(
         .then(|| Operation::from_name(operation_name))
         .flatten();
     let (parts, body) = request.into_parts();
-    let body = match Limited::new(body, REQUEST_BODY_BYTES_MAX).collect().await {
+    let declared = header_str(&parts.headers, "content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(REQUEST_BODY_BYTES_MAX)
+        .min(REQUEST_BODY_BYTES_MAX);
+    let permits =
+        u32::try_from(declared.div_ceil(BODY_BUDGET_UNIT_BYTES).max(1)).unwrap_or(u32::MAX);
+    let budget = tokio::time::timeout(
+        Duration::from_millis(BODY_BUDGET_WAIT_MS),
+        app.body_budget.clone().acquire_many_owned(permits),
+    )
+    .await;
+    let _budget = match budget {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            return error_response(
+                format,
+                ErrorKind::ServiceUnavailableException,
+                Some("The server is busy. Retry the request."),
+            );
+        }
+    };
+    let collected = tokio::time::timeout(
+        Duration::from_millis(BODY_READ_TIMEOUT_MS),
+        Limited::new(body, REQUEST_BODY_BYTES_MAX).collect(),
+    )
+    .await;
+    let Ok(collected) = collected else {
+        return error_response(
+            format,
+            ErrorKind::ServiceUnavailableException,
+            Some("The request body did not arrive in time."),
+        );
+    };
+    let body = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(error) => {
             if error
