@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's single test command (CI runs it through .ci/run).
 #
-# Installs what the black-box suites need when it is missing (Debian's AWS CLI v2, a Python
-# virtualenv at .venv, the npm packages of tests/js, the compiled Java test programs), then:
+# Installs what the black-box suites need when it is missing (Debian's AWS CLI v2 and
+# PostgreSQL, the s3s-fs S3 server from crates.io, a Python virtualenv at .venv, the npm
+# packages of tests/js, the compiled Java test programs), then:
 #   1. cargo build --release -p millrace
 #   2. cargo run --release -p millrace-codegen -- --check
 #   3. cargo test --release --workspace
@@ -80,6 +81,31 @@ if [ ! -x "$AWS_CLI" ]; then
     apt_install awscli
 fi
 "$AWS_CLI" --version
+
+# ----------------------------------------------------------------------------------------
+section "PostgreSQL (Debian postgresql, for the Firehose suite)"
+# The suite starts a private cluster of its own (tests/python/firehose_util.py); only the
+# binaries are needed here.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    apt_install postgresql
+fi
+ls /usr/lib/postgresql/*/bin/initdb
+
+# ----------------------------------------------------------------------------------------
+section "S3 server for the Firehose suite (s3s-fs from crates.io)"
+# s3s-fs is the file-system S3 server of the s3s project (Apache-2.0), built once into
+# $TARGET_DIR/tools. 0.14.1 is the newest release that builds with this toolchain (1.95).
+S3S_FS_VERSION=0.14.1
+S3S_FS="$TARGET_DIR/tools/bin/s3s-fs"
+S3S_STAMP="$TARGET_DIR/tools/.s3s-fs-version"
+if [ ! -x "$S3S_FS" ] || [ "$(cat "$S3S_STAMP" 2>/dev/null)" != "$S3S_FS_VERSION" ]; then
+    cargo install s3s-fs --version "$S3S_FS_VERSION" --features binary --locked \
+        --root "$TARGET_DIR/tools"
+    echo "$S3S_FS_VERSION" > "$S3S_STAMP"
+else
+    echo "s3s-fs $S3S_FS_VERSION already built"
+fi
+export MILLRACE_S3S_FS="$S3S_FS"
 
 # ----------------------------------------------------------------------------------------
 section "Python virtualenv (.venv)"

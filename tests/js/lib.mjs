@@ -23,7 +23,12 @@ export function makeClient(endpoint) {
   const client = new KinesisClient({
     endpoint,
     region: "us-east-1",
-    credentials: { accessKeyId: "AKIDMILLRACEJS", secretAccessKey: "secret" },
+    // The security suite (tests/python/test_security.py) passes real keys of a server
+    // with authentication on; the others run against development mode.
+    credentials: {
+      accessKeyId: process.env.MILLRACE_ACCESS_KEY_ID ?? "AKIDMILLRACEJS",
+      secretAccessKey: process.env.MILLRACE_SECRET_ACCESS_KEY ?? "secret",
+    },
     maxAttempts: 1, // never hide a server error behind a retry
   });
   // The point of this suite: the default handler speaks HTTP/2 to an http:// endpoint.

@@ -1,5 +1,6 @@
 //! Transactional metadata for Millrace: streams, shards and their lineage, consumers, tags,
-//! policies, account settings, and the allocator of log ids.
+//! policies, account settings, Firehose delivery streams and their progress, and the
+//! allocator of log ids.
 //!
 //! The catalog is a thin typed layer over one redb database (`catalog.redb` in the data
 //! directory). Every change is one redb write transaction, committed durably before the
@@ -27,6 +28,14 @@ pub enum Table {
     Accounts,
     /// Installation-wide values (counters, secrets), keyed by name.
     Meta,
+    /// Data keys of encrypted streams, wrapped by a master key, keyed by their id (20
+    /// decimal digits, so key order is id order).
+    DataKeys,
+    /// Firehose delivery streams, keyed by `account/region/name`.
+    DeliveryStreams,
+    /// Firehose delivery progress (delivered offset, source shard positions), keyed like
+    /// `DeliveryStreams`; apart so the frequent checkpoint writes stay small.
+    DeliveryCheckpoints,
 }
 
 impl Table {
@@ -35,10 +44,20 @@ impl Table {
             Table::Streams => TableDefinition::new("streams"),
             Table::Accounts => TableDefinition::new("accounts"),
             Table::Meta => TableDefinition::new("meta"),
+            Table::DataKeys => TableDefinition::new("data_keys"),
+            Table::DeliveryStreams => TableDefinition::new("delivery_streams"),
+            Table::DeliveryCheckpoints => TableDefinition::new("delivery_checkpoints"),
         }
     }
 
-    const ALL: [Table; 3] = [Table::Streams, Table::Accounts, Table::Meta];
+    const ALL: [Table; 6] = [
+        Table::Streams,
+        Table::Accounts,
+        Table::Meta,
+        Table::DataKeys,
+        Table::DeliveryStreams,
+        Table::DeliveryCheckpoints,
+    ];
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -125,6 +125,21 @@ pub struct StreamRecord {
     pub mode_updates_ms: Vec<i64>,
 }
 
+/// A data key of an encrypted stream: 32 random bytes, stored only wrapped (AES-256-GCM)
+/// by the master key `master_key_id` of the key store; never in clear.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataKeyRecord {
+    /// The log (shard) whose records it encrypts.
+    pub log_id: u64,
+    pub master_key_id: String,
+    /// Base64 of nonce, ciphertext and tag.
+    pub wrapped: String,
+    pub created_ms: i64,
+    /// Account and region of the stream (for KMS error messages).
+    pub account: String,
+    pub region: String,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountRecord {
     /// MinimumThroughputBillingCommitment status as last set (`ENABLED`/`DISABLED`).
@@ -134,6 +149,67 @@ pub struct AccountRecord {
     pub billing_commitment_started_ms: Option<i64>,
     #[serde(default)]
     pub billing_commitment_ends_ms: Option<i64>,
+}
+
+/// A Firehose delivery stream. Its destination settings are kept as the AWS JSON of their
+/// `DestinationDescription` shape (written and read back by the `wire` crate), so that the
+/// catalog needs no copy of Firehose's three hundred shapes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryStreamRecord {
+    pub account: String,
+    pub region: String,
+    pub name: String,
+    pub created_ms: i64,
+    pub lifecycle: Lifecycle,
+    /// `DirectPut` or `KinesisStreamAsSource`.
+    pub stream_type: String,
+    /// Starts at 1; every UpdateDestination increments it (it appears in object names).
+    pub version_id: u64,
+    pub last_update_ms: Option<i64>,
+    /// The log holding the records accepted and not yet known delivered.
+    pub log_id: u64,
+    /// `KinesisStreamAsSource`: the stream's ARN and the role.
+    pub source_stream_arn: Option<String>,
+    pub source_role_arn: Option<String>,
+    pub destinations: Vec<DeliveryDestinationRecord>,
+    pub tags: BTreeMap<String, String>,
+    /// Server-side encryption as last set (StartDeliveryStreamEncryption).
+    pub encryption: Option<DeliveryEncryptionRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryDestinationRecord {
+    /// `destinationId-000000000001`.
+    pub destination_id: String,
+    /// AWS JSON of the destination's `DestinationDescription`.
+    pub description_json: String,
+    /// What Describe never returns: an HTTP endpoint's access key, a Redshift password.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryEncryptionRecord {
+    /// `AWS_OWNED_CMK` or `CUSTOMER_MANAGED_CMK`.
+    pub key_type: String,
+    pub key_arn: Option<String>,
+}
+
+/// How far a delivery stream got: every record of its log below `delivered_offset` reached
+/// its destination (or its error output). A Kinesis source also records, per shard, the last
+/// sequence number copied into the log (`None`: start at the shard's beginning) and whether
+/// the shard is finished (closed and read to its end).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryCheckpointRecord {
+    pub delivered_offset: u64,
+    #[serde(default)]
+    pub shards: BTreeMap<String, SourceShardCheckpoint>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceShardCheckpoint {
+    pub after_sequence_number: Option<String>,
+    pub finished: bool,
 }
 
 mod u128_string {

@@ -7,8 +7,13 @@
 //! ```text
 //! WAL frame (wal/<first WAL position, 20 digits>.wal; one frame per `append` call)
 //!   [len u32][crc32c u32][payload: len bytes]          crc over len bytes ++ payload
-//!   payload = [kind u8 = 1][reserved 3 bytes = 0][n_records u32]
+//!   payload = [kind u8 = 2][reserved 3 bytes = 0][n_records u32][group_position u64]
 //!             n_records x [log_id u64][offset u64][timestamp_ms i64][size u32][bytes]
+//!   group_position = the WAL position where the group commit holding this frame starts
+//!   (equal for every frame written by one `write` + `fdatasync`). Recovery uses it to tell
+//!   a torn tail (invalid frames followed at most by frames of the same, unsynced group)
+//!   from damage (an invalid frame followed by a frame of a later group, which was only
+//!   written after this one was fsynced).
 //!
 //! Segment record (logs/<log id, 20 digits>/<base offset, 20 digits>.seg)
 //!   [len u32][crc32c u32][offset u64][timestamp_ms i64][payload: len bytes]
@@ -41,9 +46,10 @@ pub(crate) const SEGMENT_EXTENSION: &str = "seg";
 pub(crate) const INDEX_EXTENSION: &str = "idx";
 
 pub(crate) const WAL_FRAME_HEADER_BYTES: usize = 8;
-const WAL_PAYLOAD_PREFIX_BYTES: usize = 8;
+pub(crate) const WAL_PAYLOAD_PREFIX_BYTES: usize = 16;
 pub(crate) const WAL_RECORD_HEADER_BYTES: usize = 28;
-const WAL_FRAME_KIND_APPEND: u8 = 1;
+/// Kind 1 was the layout before `group_position`; it is no longer written nor read.
+pub(crate) const WAL_FRAME_KIND_APPEND: u8 = 2;
 
 pub(crate) const SEGMENT_RECORD_HEADER_BYTES: usize = 24;
 pub(crate) const INDEX_ENTRY_BYTES: usize = 32;
@@ -124,10 +130,12 @@ pub(crate) fn wal_frame_bytes(n_records: usize, payload_bytes: usize) -> usize {
         + payload_bytes
 }
 
-/// Appends one frame holding `records` to `buf`.
+/// Appends one frame holding `records` to `buf`; `group_position` is the WAL position of the
+/// group commit the frame belongs to.
 pub(crate) fn encode_wal_frame<'a>(
     buf: &mut Vec<u8>,
     n_records: u32,
+    group_position: u64,
     records: impl Iterator<Item = WalRecord<'a>>,
 ) {
     let frame_start = buf.len();
@@ -135,6 +143,7 @@ pub(crate) fn encode_wal_frame<'a>(
     buf.push(WAL_FRAME_KIND_APPEND);
     buf.extend_from_slice(&[0; 3]);
     buf.extend_from_slice(&n_records.to_le_bytes());
+    buf.extend_from_slice(&group_position.to_le_bytes());
     for record in records {
         buf.extend_from_slice(&record.log_id.to_le_bytes());
         buf.extend_from_slice(&record.offset.to_le_bytes());
@@ -168,12 +177,33 @@ pub(crate) fn decode_wal_frame_header(header: [u8; WAL_FRAME_HEADER_BYTES]) -> (
     (len, crc)
 }
 
+/// A decoded WAL frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct WalFrame<'a> {
+    pub group_position: u64,
+    pub records: Vec<WalRecord<'a>>,
+}
+
+/// The group position of a frame payload, if its prefix looks like one this version writes
+/// (kind, zero reserved bytes). Cheap: no checksum; recovery's scan for later groups uses it
+/// to skip most byte positions before paying for a CRC.
+pub(crate) fn peek_wal_frame_group(payload_prefix: &[u8]) -> Option<u64> {
+    let mut reader = ByteReader {
+        bytes: payload_prefix,
+    };
+    if reader.u8()? != WAL_FRAME_KIND_APPEND || reader.take(3)? != [0, 0, 0] {
+        return None;
+    }
+    reader.u32()?;
+    reader.u64()
+}
+
 /// Checks a frame's payload against its header and parses its records.
 pub(crate) fn decode_wal_frame_payload(
     len: u32,
     crc: u32,
     payload: &[u8],
-) -> Result<Vec<WalRecord<'_>>, &'static str> {
+) -> Result<WalFrame<'_>, &'static str> {
     if crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), payload) != crc {
         return Err("WAL frame checksum mismatch");
     }
@@ -183,6 +213,7 @@ pub(crate) fn decode_wal_frame_payload(
     }
     reader.take(3).ok_or("truncated WAL frame prefix")?;
     let n_records = reader.u32().ok_or("truncated WAL frame prefix")?;
+    let group_position = reader.u64().ok_or("truncated WAL frame prefix")?;
     // Each record takes at least its header, so a bogus count cannot make us allocate much.
     let n_records_possible = payload.len() / WAL_RECORD_HEADER_BYTES;
     let n_records = usize::try_from(n_records).map_err(|_| "bad WAL record count")?;
@@ -208,7 +239,10 @@ pub(crate) fn decode_wal_frame_payload(
     if !reader.bytes.is_empty() {
         return Err("trailing bytes in WAL frame");
     }
-    Ok(records)
+    Ok(WalFrame {
+        group_position,
+        records,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -412,9 +446,16 @@ impl Checkpoint {
 mod tests {
     use super::*;
 
+    const GROUP_POSITION: u64 = 0x0102_0304_0506_0708;
+
     fn frame(records: &[WalRecord<'_>]) -> Vec<u8> {
         let mut buf = Vec::new();
-        encode_wal_frame(&mut buf, records.len() as u32, records.iter().copied());
+        encode_wal_frame(
+            &mut buf,
+            records.len() as u32,
+            GROUP_POSITION,
+            records.iter().copied(),
+        );
         buf
     }
 
@@ -426,7 +467,10 @@ mod tests {
         if len as usize != payload.len() {
             return Err("length mismatch");
         }
-        decode_wal_frame_payload(len, crc, payload)
+        let frame = decode_wal_frame_payload(len, crc, payload)?;
+        assert_eq!(frame.group_position, GROUP_POSITION);
+        assert_eq!(peek_wal_frame_group(payload), Some(GROUP_POSITION));
+        Ok(frame.records)
     }
 
     #[test]
@@ -487,6 +531,7 @@ mod tests {
         // A frame whose CRC is right but whose count promises more than it holds.
         let mut payload = vec![WAL_FRAME_KIND_APPEND, 0, 0, 0];
         payload.extend_from_slice(&u32::MAX.to_le_bytes());
+        payload.extend_from_slice(&0u64.to_le_bytes());
         let len = payload.len() as u32;
         let crc = crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), &payload);
         assert_eq!(

@@ -3,7 +3,8 @@
 //! One log per Kinesis shard, thousands per node; this crate knows nothing about Kinesis,
 //! JSON or HTTP. [`Log`] is the whole public surface: `create_log`, `append` (async,
 //! group-committed), `read`, `bounds`, `offset_at_timestamp`, `watch`, `trim_before`,
-//! `delete_log`, `shutdown`.
+//! `delete_log`, `maintain`, `shutdown`. [`sim`] is a simulated disk for fault-injection
+//! tests.
 //!
 //! # Design constraints
 //! - An acknowledged append is on stable storage: the writer writes the WAL, `fdatasync`s,
@@ -13,19 +14,34 @@
 //! - A record is readable only once durable: readers never look past the published end
 //!   offset, which moves only after the fsync.
 //! - Every record on disk is framed with its length and a CRC32C. Recovery truncates a torn
-//!   tail; data that fails its checksum is an error, never served.
-//! - A failed write or fsync poisons the log ([`LogError::Poisoned`]): nothing is retried
-//!   as if it had worked (the "fsyncgate" lesson). Reopen to recover.
+//!   tail; data that fails its checksum is an error ([`LogError::Corrupt`]), never served.
+//! - A failed fsync poisons the log ([`LogError::Poisoned`]): nothing is retried as if it
+//!   had worked (the "fsyncgate" lesson). Reopen to recover. So does any failure that
+//!   leaves the files in a state the writer cannot tell.
+//! - A full disk is not a poison. A WAL write that fails before its fsync (`ENOSPC`, or any
+//!   other write error) is cut off again (truncate + fsync back to the last acknowledged
+//!   frame) and fails only the appends of that group ([`LogError::StorageFull`] or
+//!   [`LogError::Io`]); reads keep working and writes succeed again once space returns. A
+//!   segment copy that fails after the WAL fsync is rolled back and kept as a backlog:
+//!   those appends are acknowledged (they are durable in the WAL), become readable when a
+//!   later retry copies them, and no checkpoint passes them until then; new appends are
+//!   refused with the copy's error while a backlog remains. Checkpoints that fail for
+//!   space are retried later.
 //! - Reads by offset and by timestamp are sparse-index lookups plus a scan of at most one
 //!   index interval; retention deletes whole segment files; per-log memory is bounded
-//!   (no in-memory index proportional to the data).
+//!   (no in-memory index proportional to the data). The WAL rolls and checkpoints at
+//!   `wal_segment_bytes_max` and when its active segment is `wal_age_ms_max` old, so data
+//!   trimmed from the segments leaves the WAL too, even under low traffic.
 //! - Open files go through a bounded cache (`open_files_max`); requests through a bounded
 //!   queue ([`APPEND_QUEUE_DEPTH_MAX`], backpressure); records and appends have size caps.
+//! - One process at a time: `open` takes an exclusive lock on `lock` in the directory
+//!   ([`LogError::Locked`] otherwise); the kernel releases it when the process dies.
 //! - IO goes through the [`Storage`] trait and time through the [`Clock`] trait, so tests
-//!   can count fsyncs and a simulation can inject faults.
+//!   can count fsyncs and a simulation can inject faults ([`sim`]).
 //!
 //! # On disk (`LogConfig::dir`)
 //! ```text
+//! lock                                   held (flock) while a Log has the directory open
 //! checkpoint                             last checkpoint (see `format` for every layout)
 //! wal/<first WAL position, 20 digits>.wal   shared write-ahead log segments
 //! logs/<log id, 20 digits>/<base offset, 20 digits>.seg   records of one log
@@ -40,7 +56,10 @@
 //! and segments cut off by a trim, then replay every WAL frame after the checkpoint's
 //! position through the live write path (records below a log's end are skipped, records of
 //! unknown logs are skipped). The first torn or invalid frame ends the WAL (it is
-//! truncated there). Finally a checkpoint makes the replayed state durable.
+//! truncated there), unless a frame of a later group commit follows it: that frame was
+//! written after the invalid one was fsynced, so the invalid one is damage, not a torn
+//! write, and opening fails with [`LogError::Corrupt`] rather than dropping acknowledged
+//! records. Finally a checkpoint makes the replayed state durable.
 
 mod clock;
 mod error;
@@ -48,6 +67,7 @@ mod files;
 mod format;
 mod read;
 mod recovery;
+pub mod sim;
 mod state;
 mod storage;
 mod writer;
@@ -66,7 +86,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use clock::{Clock, ManualClock, OffsetClock, SystemClock};
 pub use error::LogError;
-pub use storage::{OsStorage, Storage, StorageFile};
+pub use storage::{OsStorage, Storage, StorageFile, StorageLock};
 
 use state::{LogState, Shared};
 use writer::{AppendRequest, ControlOp, ControlRequest, Request};
@@ -87,6 +107,8 @@ const DEFAULT_SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
 const DEFAULT_RECORD_BYTES_MAX: usize = 10 * 1024 * 1024 + 64 * 1024;
 const DEFAULT_WAL_SEGMENT_BYTES_MAX: u64 = 128 * 1024 * 1024;
 const DEFAULT_GROUP_COMMIT_BYTES_MAX: usize = 16 * 1024 * 1024;
+const DEFAULT_WAL_AGE_MS_MAX: i64 = 60 * 60 * 1000;
+const DEFAULT_MAINTENANCE_INTERVAL_MS: u64 = 1000;
 
 // One append must fit one WAL frame, whose length field is a u32.
 const _: () = assert!(
@@ -103,6 +125,7 @@ const _: () = assert!(INDEX_INTERVAL_BYTES as u64 <= DEFAULT_SEGMENT_BYTES_MAX);
 
 pub(crate) const WAL_DIR_NAME: &str = "wal";
 pub(crate) const LOGS_DIR_NAME: &str = "logs";
+pub(crate) const LOCK_FILE_NAME: &str = "lock";
 
 /// Whether an acknowledged append waits for `fdatasync`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +151,14 @@ pub struct LogConfig {
     pub segment_age_ms_max: i64,
     /// The WAL starts a new segment and checkpoints when its segment reaches this size.
     pub wal_segment_bytes_max: u64,
+    /// The WAL also starts a new segment and checkpoints when its active segment's first
+    /// frame is this old (by the log's clock), so that the WAL segments holding only old
+    /// records are deleted under low traffic too: retention must really delete data.
+    pub wal_age_ms_max: i64,
+    /// How often an idle writer wakes up (real time) to do its periodic work: the WAL age
+    /// check, retrying a checkpoint or a segment copy that failed for space. `None`: only
+    /// when a request comes or [`Log::maintain`] is called (deterministic simulations).
+    pub maintenance_interval_ms: Option<u64>,
     /// Payload bytes the writer gathers into one group commit (more if one append is larger).
     pub group_commit_bytes_max: usize,
     /// Largest payload of one record; at most [`APPEND_BYTES_MAX`].
@@ -144,6 +175,8 @@ impl LogConfig {
             segment_bytes_max: DEFAULT_SEGMENT_BYTES_MAX,
             segment_age_ms_max: 60 * 60 * 1000,
             wal_segment_bytes_max: DEFAULT_WAL_SEGMENT_BYTES_MAX,
+            wal_age_ms_max: DEFAULT_WAL_AGE_MS_MAX,
+            maintenance_interval_ms: Some(DEFAULT_MAINTENANCE_INTERVAL_MS),
             group_commit_bytes_max: DEFAULT_GROUP_COMMIT_BYTES_MAX,
             record_bytes_max: DEFAULT_RECORD_BYTES_MAX,
             open_files_max: 1024,
@@ -167,6 +200,11 @@ impl LogConfig {
             (
                 self.wal_segment_bytes_max > 0,
                 "wal_segment_bytes_max must be positive",
+            ),
+            (self.wal_age_ms_max > 0, "wal_age_ms_max must be positive"),
+            (
+                self.maintenance_interval_ms.is_none_or(|ms| ms > 0),
+                "maintenance_interval_ms must be positive",
             ),
             (
                 self.group_commit_bytes_max > 0,
@@ -237,6 +275,24 @@ struct LogInner {
     writer_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
+impl Drop for LogInner {
+    /// The last handle gone without `shutdown`: stop the writer as a crash would (no
+    /// checkpoint; recovery replays the WAL) and wait for it, so the directory lock is free
+    /// for the next `open` once this returns.
+    fn drop(&mut self) {
+        if let Some(writer_thread) = self.writer_thread.get_mut().take() {
+            let (reply, _answer) = oneshot::channel();
+            let request = Request::Control(ControlRequest {
+                op: ControlOp::Abandon,
+                reply,
+            });
+            if block_on(self.requests.send(request)).is_ok() {
+                let _ = writer_thread.join();
+            }
+        }
+    }
+}
+
 impl Log {
     /// Recovers the store in `config.dir` (creating it if needed) and starts the writer.
     pub fn open(config: LogConfig, clock: Arc<dyn Clock>) -> Result<Log, LogError> {
@@ -286,14 +342,83 @@ impl Log {
 
     /// Appends `records` durably. Returns one result per record, in input order; records of
     /// the same log get consecutive offsets in input order. All or nothing: on error no
-    /// record of this call is acknowledged (though after `Poisoned` some may be on disk).
+    /// record of this call is acknowledged (though after `Poisoned`, `Io` or `StorageFull`
+    /// some may be on disk and show up after a reopen, at offsets never acknowledged).
     pub async fn append(&self, records: Vec<AppendRecord>) -> Result<Vec<Appended>, LogError> {
+        let payload_bytes = self.validate_append(&records)?;
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .requests
+            .send(Request::Append(AppendRequest {
+                records,
+                payload_bytes,
+                reply,
+            }))
+            .await
+            .map_err(|_| LogError::Closed)?;
+        answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Several appends committed as one group (one WAL write, one fsync), in order; one
+    /// result per append. The writer forms such groups by itself from concurrent appends;
+    /// this makes one deterministically, for simulations. Not a stable API.
+    #[doc(hidden)]
+    pub async fn append_group(
+        &self,
+        appends: Vec<Vec<AppendRecord>>,
+    ) -> Vec<Result<Vec<Appended>, LogError>> {
+        let mut results: Vec<Option<Result<Vec<Appended>, LogError>>> = Vec::new();
+        let mut group = Vec::new();
+        let mut answers = Vec::new();
+        for records in appends {
+            match self.validate_append(&records) {
+                Err(error) => results.push(Some(Err(error))),
+                Ok(_) if records.is_empty() => results.push(Some(Ok(Vec::new()))),
+                Ok(payload_bytes) => {
+                    let (reply, answer) = oneshot::channel();
+                    group.push(AppendRequest {
+                        records,
+                        payload_bytes,
+                        reply,
+                    });
+                    answers.push((results.len(), answer));
+                    results.push(None);
+                }
+            }
+        }
+        if !group.is_empty()
+            && self
+                .inner
+                .requests
+                .send(Request::Group(group))
+                .await
+                .is_err()
+        {
+            return results
+                .into_iter()
+                .map(|result| result.unwrap_or(Err(LogError::Closed)))
+                .collect();
+        }
+        for (result_idx, answer) in answers {
+            let result = answer.await.unwrap_or(Err(LogError::Closed));
+            if let Some(slot) = results.get_mut(result_idx) {
+                *slot = Some(result);
+            }
+        }
+        results
+            .into_iter()
+            .map(|result| result.unwrap_or(Err(LogError::Closed)))
+            .collect()
+    }
+
+    /// Checks an append against the limits before it is queued; returns its payload bytes.
+    fn validate_append(&self, records: &[AppendRecord]) -> Result<usize, LogError> {
         self.check_open()?;
         if self.shared().poisoned.load(Ordering::SeqCst) {
             return Err(LogError::Poisoned);
-        }
-        if records.is_empty() {
-            return Ok(Vec::new());
         }
         if records.len() > APPEND_RECORDS_MAX {
             return Err(LogError::TooManyRecords {
@@ -303,7 +428,7 @@ impl Log {
         }
         let record_bytes_max = self.shared().config.record_bytes_max;
         let mut payload_bytes = 0usize;
-        for record in &records {
+        for record in records {
             if record.payload.len() > record_bytes_max {
                 return Err(LogError::RecordTooLarge {
                     size_bytes: record.payload.len(),
@@ -318,25 +443,13 @@ impl Log {
                 size_bytes_max: APPEND_BYTES_MAX,
             });
         }
-        {
-            let logs = self.shared().logs.read();
-            if let Some(record) = records.iter().find(|r| !logs.contains_key(&r.log_id)) {
-                return Err(LogError::UnknownLog {
-                    log_id: record.log_id,
-                });
-            }
+        let logs = self.shared().logs.read();
+        if let Some(record) = records.iter().find(|r| !logs.contains_key(&r.log_id)) {
+            return Err(LogError::UnknownLog {
+                log_id: record.log_id,
+            });
         }
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .requests
-            .send(Request::Append(AppendRequest {
-                records,
-                payload_bytes,
-                reply,
-            }))
-            .await
-            .map_err(|_| LogError::Closed)?;
-        answer.await.map_err(|_| LogError::Closed)?
+        Ok(payload_bytes)
     }
 
     /// Runs a control operation on the writer and waits for it (blocking the thread).
@@ -385,7 +498,14 @@ impl Log {
         bytes_max: usize,
     ) -> Result<ReadResult, LogError> {
         let state = self.log_state(log_id)?;
-        read::read(self.shared(), &state, from_offset, records_max, bytes_max)
+        match read::read(self.shared(), &state, from_offset, records_max, bytes_max) {
+            // One more time from the disk: a bit flipped in transit is not damage at rest.
+            // What fails twice is reported, never served.
+            Err(LogError::Corrupt { .. }) => {
+                read::read(self.shared(), &state, from_offset, records_max, bytes_max)
+            }
+            result => result,
+        }
     }
 
     pub fn bounds(&self, log_id: LogId) -> Result<Bounds, LogError> {
@@ -402,7 +522,12 @@ impl Log {
     /// the end offset if there is none.
     pub fn offset_at_timestamp(&self, log_id: LogId, timestamp_ms: i64) -> Result<u64, LogError> {
         let state = self.log_state(log_id)?;
-        read::offset_at_timestamp(self.shared(), &state, timestamp_ms)
+        match read::offset_at_timestamp(self.shared(), &state, timestamp_ms) {
+            Err(LogError::Corrupt { .. }) => {
+                read::offset_at_timestamp(self.shared(), &state, timestamp_ms)
+            }
+            result => result,
+        }
     }
 
     /// A receiver of the log's end offset; it changes after every commit that appended to
@@ -444,6 +569,15 @@ impl Log {
         self.control(ControlOp::Checkpoint).map(|_| ())
     }
 
+    /// Runs the writer's periodic work now: copies a segment backlog left by a full disk,
+    /// retries a failed checkpoint, rolls the WAL if it is full or `wal_age_ms_max` old. The
+    /// writer does this by itself every `maintenance_interval_ms` and before every request;
+    /// this is for simulations (which turn the interval off) and tests. Returns the error
+    /// of the work that still failed, if any.
+    pub fn maintain(&self) -> Result<(), LogError> {
+        self.control(ControlOp::Maintain).map(|_| ())
+    }
+
     /// Stops the writer after the appends already queued, checkpoints and fsyncs
     /// everything. Later calls on any clone fail with `Closed`.
     pub fn shutdown(&self) -> Result<(), LogError> {
@@ -452,6 +586,8 @@ impl Log {
         if let Some(writer_thread) = self.inner.writer_thread.lock().take() {
             let _ = writer_thread.join();
         }
+        // Closed for good: another `Log` may open the directory now.
+        drop(self.shared().lock.lock().take());
         result
     }
 }
@@ -464,19 +600,22 @@ impl std::fmt::Debug for Log {
     }
 }
 
+/// Wakes a thread parked in `block_on` or in the writer's wait for requests.
+pub(crate) struct ThreadWaker(pub Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
 /// Drives `future` to completion on the current thread. Used by the synchronous control
 /// calls to talk to the writer through the same queue as `append`; works inside and
 /// outside a tokio runtime (it only blocks this thread; the writer is a thread of its own).
 fn block_on<F: Future>(future: F) -> F::Output {
-    struct ThreadWaker(Thread);
-    impl Wake for ThreadWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.unpark();
-        }
-    }
     let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
     let mut context = Context::from_waker(&waker);
     // `unconstrained`: inside a tokio task whose coop budget is spent, tokio's primitives
@@ -501,6 +640,7 @@ pub mod bench_support {
         format::encode_wal_frame(
             buf,
             n_records,
+            0,
             records.iter().map(
                 |(log_id, offset, timestamp_ms, payload)| format::WalRecord {
                     log_id: *log_id,

@@ -363,7 +363,10 @@ pub(crate) fn offset_at_timestamp(
     };
     let entry = segment.search_index(|entry| entry.timestamp_ms < timestamp_ms)?;
     let mut scanner = segment.scanner(entry.position, entry.offset);
-    while let Some(record) = scanner.next(false)? {
+    // Payloads are read so every header's checksum is verified: an answer derived from a
+    // damaged timestamp would position a reader wrongly (the scan is at most one index
+    // interval, about `INDEX_INTERVAL_BYTES`, plus one record).
+    while let Some(record) = scanner.next(true)? {
         if record.header.timestamp_ms >= timestamp_ms {
             return Ok(record.header.offset);
         }

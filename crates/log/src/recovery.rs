@@ -22,7 +22,7 @@
 //!
 //! This module does not serve reads or appends; it only runs before the writer starts.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,8 +36,9 @@ use crate::error::{LogError, Result};
 use crate::files::{FileCache, FileKey, log_dir};
 use crate::format::{
     Checkpoint, CheckpointLog, INDEX_ENTRY_BYTES, INDEX_EXTENSION, IndexEntry, IndexEntryKind,
-    SEGMENT_EXTENSION, WAL_EXTENSION, WAL_FRAME_HEADER_BYTES, decode_wal_frame_header,
-    decode_wal_frame_payload, numbered_name, parse_numbered_name, wal_frame_bytes,
+    SEGMENT_EXTENSION, WAL_EXTENSION, WAL_FRAME_HEADER_BYTES, WAL_PAYLOAD_PREFIX_BYTES,
+    decode_wal_frame_header, decode_wal_frame_payload, numbered_name, parse_numbered_name,
+    peek_wal_frame_group, wal_frame_bytes,
 };
 use crate::state::{LogState, LogView, SegmentMeta, Shared};
 use crate::storage::{Storage, StorageFile, read_fully_at, remove_dir_with_files};
@@ -46,11 +47,16 @@ use crate::writer::{
     Writer, WriterLog, create_empty_segment,
 };
 use crate::{
-    APPEND_BYTES_MAX, APPEND_RECORDS_MAX, Durability, LOGS_DIR_NAME, LogConfig, LogId, WAL_DIR_NAME,
+    APPEND_BYTES_MAX, APPEND_RECORDS_MAX, Durability, LOCK_FILE_NAME, LOGS_DIR_NAME, LogConfig,
+    LogId, WAL_DIR_NAME,
 };
 
-/// Bytes read from the WAL per `pread` during replay.
+/// Bytes read from the WAL per `pread` during replay (and per step of the scan for later
+/// group commits after an invalid frame).
 const WAL_READ_CHUNK_BYTES: usize = 1024 * 1024;
+/// Times an invalid WAL frame is read from the storage before it counts as invalid: a bit
+/// flipped on the way from the disk must not cut acknowledged frames off the WAL.
+const WAL_FRAME_READ_ATTEMPTS_MAX: u32 = 3;
 
 /// What recovery found and did, logged once at the end.
 #[derive(Debug, Default)]
@@ -90,9 +96,26 @@ pub(crate) fn recover(
             .create_dir(path)
             .map_err(LogError::io("create dir", path))?;
     }
-    storage
-        .sync_dir(&dir)
-        .map_err(LogError::io("fsync data dir", &dir))?;
+    let lock_path = dir.join(LOCK_FILE_NAME);
+    let lock = storage.lock(&lock_path).map_err(|error| {
+        if error.kind() == io::ErrorKind::WouldBlock {
+            LogError::Locked { path: dir.clone() }
+        } else {
+            LogError::io("lock", &lock_path)(error)
+        }
+    })?;
+    // Whatever a previous process left in these directories (it may have died before its
+    // directory fsyncs, or after a failed one) is what recovery builds on: make it durable.
+    // The parent too, so that a data directory created just now survives a power loss.
+    let parent = dir.parent().filter(|parent| !parent.as_os_str().is_empty());
+    for path in parent
+        .into_iter()
+        .chain([dir.as_path(), &wal_dir, &logs_dir])
+    {
+        storage
+            .sync_dir(path)
+            .map_err(LogError::io("fsync dir", path))?;
+    }
     let checkpoint = load_checkpoint(storage.as_ref(), &dir)?;
     let files = FileCache::new(
         Arc::clone(&storage),
@@ -107,6 +130,7 @@ pub(crate) fn recover(
         logs: RwLock::new(HashMap::new()),
         poisoned: AtomicBool::new(false),
         closed: AtomicBool::new(false),
+        lock: parking_lot::Mutex::new(Some(lock)),
     });
     let mut report = RecoveryReport::default();
     let mut dirty = Dirty::default();
@@ -157,6 +181,14 @@ pub(crate) fn recover(
         );
     }
     report.n_logs = writer_logs.len();
+    if report.n_deleted_dirs_removed > 0 {
+        // Settle the deletes: a delete whose rename was not yet durable must not bring its
+        // log back after the next power loss, now that this process has told the world
+        // the log is gone.
+        storage
+            .sync_dir(&logs_dir)
+            .map_err(LogError::io("fsync logs dir", &logs_dir))?;
+    }
 
     let wal_segments = list_wal_segments(storage.as_ref(), &wal_dir, wal_position)?;
     let placeholder =
@@ -175,7 +207,19 @@ pub(crate) fn recover(
     for log_id in log_ids {
         writer.publish(log_id);
     }
-    if report.changed_anything() || checkpoint.is_none() {
+    // A fresh WAL segment, and a checkpoint that covers everything replayed: recovery read
+    // the old tail through the page cache, which after a failed fsync may hold pages that
+    // never reach the disk; after this checkpoint nothing depends on them. It also starts
+    // the WAL's age afresh without keeping old records in the WAL past `wal_age_ms_max`.
+    let rotated = writer.wal.size_bytes > 0;
+    if rotated {
+        writer.rotate_wal()?;
+    }
+    // Also whenever recovery made a file or changed a directory: a segment it created must
+    // be durable before appends roll past it (a later segment reaching the disk without it
+    // would make the next recovery start the log there).
+    let dirty = !writer.dirty_segments.is_empty() || !writer.dirty_dirs.is_empty();
+    if rotated || dirty || report.changed_anything() || checkpoint.is_none() {
         writer.checkpoint()?;
     }
     tracing::info!(
@@ -196,8 +240,8 @@ pub(crate) fn recover(
 
 #[derive(Default)]
 struct Dirty {
-    segments: HashSet<(LogId, u64)>,
-    dirs: HashSet<LogId>,
+    segments: BTreeSet<(LogId, u64)>,
+    dirs: BTreeSet<LogId>,
 }
 
 fn parse_log_dir_name(name: &str) -> Option<LogId> {
@@ -317,6 +361,22 @@ fn recover_log(
             .map_err(LogError::io("remove orphan index", &path))?;
         dirty.dirs.insert(log_id);
     }
+    // A segment without its index is left over from a trim whose removals reached the
+    // disk in the other order (or from a creation that never became durable, which no
+    // checkpoint describes): no live segment lacks its index, since both are created
+    // together and made durable together before anything depends on them.
+    for base in segment_bases.difference(&index_bases) {
+        let key = FileKey::segment(log_id, *base);
+        let path = shared.files.path(key);
+        shared.files.forget(key);
+        shared
+            .storage
+            .remove_file(&path)
+            .map_err(LogError::io("remove segment without index", &path))?;
+        report.n_segments_dropped += 1;
+        dirty.dirs.insert(log_id);
+    }
+    let segment_bases: BTreeSet<u64> = segment_bases.intersection(&index_bases).copied().collect();
 
     if let Some(checkpointed) =
         checkpointed.filter(|c| segment_bases.contains(&c.active_base_offset))
@@ -587,6 +647,7 @@ fn open_wal_placeholder(
         file,
         base_position,
         size_bytes: 0,
+        first_frame_ms: None,
     })
 }
 
@@ -623,6 +684,12 @@ impl WalReader {
         self.buf.truncate(n);
         self.buf_position = self.position;
         Ok(n >= len)
+    }
+
+    /// Forgets the buffered bytes, so the next frame is read from the storage again.
+    fn discard_buffer(&mut self) {
+        self.buf.clear();
+        self.buf_position = self.position;
     }
 
     fn bytes(&self, len: usize) -> &[u8] {
@@ -707,36 +774,46 @@ fn replay_wal(
             buf_position: start,
             position: start,
         };
+        let mut n_attempts = 0;
         let invalid = loop {
-            match reader.next_frame()? {
+            let reason = match reader.next_frame()? {
                 FrameRead::End => break None,
-                FrameRead::Invalid(reason) => break Some(reason),
+                FrameRead::Invalid(reason) => reason,
                 FrameRead::Frame { len, crc } => {
                     let frame_bytes = WAL_FRAME_HEADER_BYTES + len as usize;
                     let frame = reader.bytes(frame_bytes);
                     let payload = frame.get(WAL_FRAME_HEADER_BYTES..).unwrap_or_default();
-                    let records = match decode_wal_frame_payload(len, crc, payload) {
-                        Ok(records) => records,
-                        Err(reason) => break Some(reason),
-                    };
-                    let segment_records: Vec<(LogId, SegmentRecord<'_>)> = records
-                        .iter()
-                        .map(|record| {
-                            (
-                                record.log_id,
-                                SegmentRecord {
-                                    offset: record.offset,
-                                    timestamp_ms: record.timestamp_ms,
-                                    payload: record.payload,
-                                },
-                            )
-                        })
-                        .collect();
-                    apply_frame(writer, &segment_records, &path, reader.position, report)?;
-                    report.n_wal_frames_replayed += 1;
-                    reader.position += frame_bytes as u64;
+                    match decode_wal_frame_payload(len, crc, payload) {
+                        Err(reason) => reason,
+                        Ok(frame) => {
+                            let segment_records: Vec<(LogId, SegmentRecord<'_>)> = frame
+                                .records
+                                .iter()
+                                .map(|record| {
+                                    (
+                                        record.log_id,
+                                        SegmentRecord {
+                                            offset: record.offset,
+                                            timestamp_ms: record.timestamp_ms,
+                                            payload: record.payload,
+                                        },
+                                    )
+                                })
+                                .collect();
+                            apply_frame(writer, &segment_records, &path, reader.position, report)?;
+                            report.n_wal_frames_replayed += 1;
+                            reader.position += frame_bytes as u64;
+                            n_attempts = 0;
+                            continue;
+                        }
+                    }
                 }
+            };
+            n_attempts += 1;
+            if n_attempts >= WAL_FRAME_READ_ATTEMPTS_MAX {
+                break Some(reason);
             }
+            reader.discard_buffer();
         };
         let valid_size_bytes = reader.position;
         let rest = segment_bases.get(segment_idx + 1..).unwrap_or_default();
@@ -745,6 +822,24 @@ fn replay_wal(
                 // Frames after this one were acknowledged after an fsync: this is not a
                 // torn tail but damage, and dropping them would lose acknowledged data.
                 return Err(LogError::corrupt(&path, valid_size_bytes, reason));
+            }
+            if durability == Durability::Fsync
+                && find_later_group(
+                    file.as_ref(),
+                    &path,
+                    base_position,
+                    valid_size_bytes,
+                    file_size_bytes,
+                )?
+                .is_some()
+            {
+                // A later group commit was written only after this frame's fsync returned:
+                // the frame was durable and acknowledged, and is damaged now.
+                return Err(LogError::corrupt(
+                    &path,
+                    valid_size_bytes,
+                    "invalid WAL frame followed by a later group commit",
+                ));
             }
             tracing::warn!(
                 path = %path.display(),
@@ -767,6 +862,67 @@ fn replay_wal(
         }
     }
     finish_wal(writer, last_valid, wal_position)
+}
+
+/// Looks for a valid frame of a later group commit than the invalid frame at
+/// `invalid_at` (a position in the segment file at WAL position `base_position`): one
+/// whose group position is past the invalid frame's own position. Returns its position in
+/// the file. Reads the tail in chunks; only byte positions whose frame prefix looks right
+/// (kind, zero reserved bytes, a plausible group position) pay for a checksum.
+fn find_later_group(
+    file: &dyn StorageFile,
+    path: &Path,
+    base_position: u64,
+    invalid_at: u64,
+    file_size_bytes: u64,
+) -> Result<Option<u64>> {
+    const PEEK_BYTES: usize = WAL_FRAME_HEADER_BYTES + WAL_PAYLOAD_PREFIX_BYTES;
+    let invalid_wal_position = base_position + invalid_at;
+    let payload_bytes_max =
+        wal_frame_bytes(APPEND_RECORDS_MAX, APPEND_BYTES_MAX) - WAL_FRAME_HEADER_BYTES;
+    let mut chunk = vec![0u8; WAL_READ_CHUNK_BYTES + PEEK_BYTES];
+    let mut chunk_start = invalid_at + 1;
+    while chunk_start + PEEK_BYTES as u64 <= file_size_bytes {
+        let n_read =
+            read_fully_at(file, &mut chunk, chunk_start).map_err(LogError::io("read WAL", path))?;
+        let bytes = chunk.get(..n_read).unwrap_or_default();
+        let n_positions = n_read
+            .saturating_sub(PEEK_BYTES - 1)
+            .min(WAL_READ_CHUNK_BYTES);
+        for idx in 0..n_positions {
+            let Some(peek) = bytes.get(idx..idx + PEEK_BYTES) else {
+                break;
+            };
+            let Some((header, prefix)) = peek.split_first_chunk::<WAL_FRAME_HEADER_BYTES>() else {
+                continue;
+            };
+            let position = chunk_start + idx as u64;
+            let Some(group_position) = peek_wal_frame_group(prefix) else {
+                continue;
+            };
+            if group_position <= invalid_wal_position || group_position > base_position + position {
+                continue;
+            }
+            let (len, crc) = decode_wal_frame_header(*header);
+            let Ok(len_usize) = usize::try_from(len) else {
+                continue;
+            };
+            if len_usize < WAL_PAYLOAD_PREFIX_BYTES
+                || len_usize > payload_bytes_max
+                || position + (WAL_FRAME_HEADER_BYTES + len_usize) as u64 > file_size_bytes
+            {
+                continue;
+            }
+            let mut payload = vec![0u8; len_usize];
+            let n = read_fully_at(file, &mut payload, position + WAL_FRAME_HEADER_BYTES as u64)
+                .map_err(LogError::io("read WAL", path))?;
+            if n == len_usize && decode_wal_frame_payload(len, crc, &payload).is_ok() {
+                return Ok(Some(position));
+            }
+        }
+        chunk_start += WAL_READ_CHUNK_BYTES as u64;
+    }
+    Ok(None)
 }
 
 /// A hole in the WAL: corrupt when acknowledged frames were fsynced, else drop the WAL
@@ -829,6 +985,7 @@ fn finish_wal(
         file,
         base_position,
         size_bytes,
+        first_frame_ms: None,
     };
     Ok(())
 }

@@ -13,7 +13,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
 use crate::files::FileCache;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageLock};
 use crate::{LogConfig, LogId};
 
 pub(crate) struct Shared {
@@ -25,6 +25,9 @@ pub(crate) struct Shared {
     pub poisoned: AtomicBool,
     /// Set by `shutdown`.
     pub closed: AtomicBool,
+    /// The directory lock, held until `shutdown` finishes or the writer and every handle
+    /// are gone.
+    pub lock: Mutex<Option<StorageLock>>,
 }
 
 impl Shared {

@@ -5,6 +5,10 @@
 //! full disk) and a test can count fsyncs. The trait is positional (`read_at`,
 //! `write_all_at`): the log always knows where it writes, so no file has a cursor.
 //!
+//! Errors are plain `io::Error`s; the log maps `ErrorKind::StorageFull` (and
+//! `QuotaExceeded`) to `LogError::StorageFull` and everything else to `LogError::Io`, so an
+//! implementation reports a full disk with that kind (`ENOSPC` does so by itself).
+//!
 //! This module does not cache handles (see `files`), retry failed calls, or interpret bytes.
 
 use std::fs::{self, File, OpenOptions};
@@ -29,7 +33,14 @@ pub trait Storage: Send + Sync + 'static {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the entries of directory `path` (creations, removals, renames) durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Takes an exclusive lock on the file `path` (created if missing) for as long as the
+    /// returned guard lives; fails with `io::ErrorKind::WouldBlock` at once if another
+    /// holder has it. A crash of the holder releases it (`flock` semantics).
+    fn lock(&self, path: &Path) -> io::Result<StorageLock>;
 }
+
+/// Holds a lock taken with [`Storage::lock`] until dropped.
+pub type StorageLock = Box<dyn std::any::Any + Send + Sync>;
 
 /// One open file.
 pub trait StorageFile: Send + Sync {
@@ -126,6 +137,22 @@ impl Storage for OsStorage {
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         File::open(path)?.sync_all()
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<StorageLock> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        // `flock(LOCK_EX | LOCK_NB)`: per open file, so a second `Log` in the same process
+        // is refused too, and the kernel drops it when the process dies.
+        match file.try_lock() {
+            Ok(()) => Ok(Box::new(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
+            Err(std::fs::TryLockError::Error(error)) => Err(error),
+        }
     }
 }
 

@@ -128,7 +128,7 @@ fn abandoned_log_is_recovered_from_the_wal_even_with_damaged_segments() {
     fill(&runtime, &log, &clock, &[1, 2], 200);
     let before = snapshot(&log);
     // Simulate a crash: no shutdown, no checkpoint, the writer thread is left behind.
-    std::mem::forget(log);
+    drop(log); // as a crash: no checkpoint
 
     // Segment bytes written after the last checkpoint may not have reached the disk: tear
     // log 1's newest segment in the middle of a record and remove one of log 2's.
@@ -164,22 +164,27 @@ fn torn_wal_tail_is_truncated_and_acknowledged_records_survive() {
     // One more append whose frame we then tear, as a crash during its write would.
     append(&runtime, &log, &[(1, &[9u8; 300])]).expect("append");
     let size_after = file_size(&wal);
-    std::mem::forget(log);
+    drop(log); // as a crash: no checkpoint
     truncate(&wal, (size_acknowledged + size_after) / 2);
 
     let log = open(config.clone(), clock.clone());
     assert_eq!(snapshot(&log), acknowledged);
-    assert_eq!(
-        file_size(&wal),
-        size_acknowledged,
-        "WAL truncated at the torn frame"
-    );
+    // Recovery replayed the WAL into the segments, checkpointed, and started a fresh WAL
+    // segment: the torn one is gone with its tail.
+    let wals = files_with_extension(&dir.path().join("wal"), "wal");
+    assert_eq!(wals.len(), 1, "one WAL segment after recovery: {wals:?}");
+    assert_ne!(wals[0], wal, "recovery starts a new WAL segment");
+    assert_eq!(file_size(&wals[0]), 0);
     let appended = append(&runtime, &log, &[(1, b"fresh")]).expect("append");
     assert_eq!(appended[0].offset, 50);
-    std::mem::forget(log);
+    drop(log); // as a crash: no checkpoint
 
     // Garbage after the last frame (a zero-filled tail) is dropped the same way.
+    let wal = files_with_extension(&dir.path().join("wal"), "wal")
+        .pop()
+        .expect("a WAL segment");
     let size_valid = file_size(&wal);
+    assert!(size_valid > 0, "the fresh record is in the WAL");
     let mut file = OpenOptions::new()
         .append(true)
         .open(&wal)
@@ -188,7 +193,10 @@ fn torn_wal_tail_is_truncated_and_acknowledged_records_survive() {
     drop(file);
     let log = open(config, clock);
     assert_eq!(log.bounds(1).expect("bounds").end_offset, 51);
-    assert_eq!(file_size(&wal), size_valid);
+    assert_eq!(
+        read_all(&log, 1).last().map(|r| r.2.clone()),
+        Some(b"fresh".to_vec())
+    );
 }
 
 #[test]
@@ -281,7 +289,7 @@ fn deleted_logs_stay_deleted_after_replay_and_a_recreated_id_starts_empty() {
     log.create_log(1).expect("recreate");
     append(&runtime, &log, &[(1, b"new life")]).expect("append");
     let before = snapshot(&log);
-    std::mem::forget(log);
+    drop(log); // as a crash: no checkpoint
 
     let log = open(config.clone(), clock.clone());
     assert_eq!(log.log_ids(), vec![1, 2]);
@@ -291,7 +299,7 @@ fn deleted_logs_stay_deleted_after_replay_and_a_recreated_id_starts_empty() {
         vec![(0, before[0].2[0].1, b"new life".to_vec())]
     );
     log.delete_log(1).expect("delete");
-    std::mem::forget(log);
+    drop(log); // as a crash: no checkpoint
 
     // A delete that crashed after its rename: the directory is cleaned up at open.
     let log = open(config.clone(), clock.clone());
@@ -320,7 +328,7 @@ fn trims_hold_across_a_reopen() {
     let start_2 = log.trim_before(2, 1_000).expect("trim everything");
     assert_eq!(start_2, 100);
     let before = snapshot(&log);
-    std::mem::forget(log);
+    drop(log); // as a crash: no checkpoint
     let log = open(config.clone(), clock.clone());
     assert_eq!(snapshot(&log), before);
     let appended = append(&runtime, &log, &[(2, b"x")]).expect("append");
@@ -345,7 +353,7 @@ fn damage_in_the_middle_of_the_wal_refuses_to_open() {
     for _ in 0..20 {
         append(&runtime, &log, &[(1, &[7u8; 200])]).expect("append");
     }
-    std::mem::forget(log);
+    drop(log); // as a crash: no checkpoint
     // Simulate a second WAL segment after the first, as a rotation would leave.
     let wal = files_with_extension(&dir.path().join("wal"), "wal")
         .pop()

@@ -25,6 +25,32 @@
 //! [[stream]]                      # streams that exist from start-up
 //! name = "orders"
 //! shard_count = 2                 # omit for an ON_DEMAND stream
+//!
+//! # Security (README "Security"). Any [[credential]] turns authentication on: every
+//! # request must then carry a valid SigV4 signature by one of these keys.
+//! [[credential]]
+//! access_key_id = "AKIAPRODUCER0000001"
+//! secret_access_key = "..."       # or secret_access_key_file = "/run/secrets/producer"
+//! principal = "arn:aws:iam::123456789012:user/producer"
+//! # session_token = "..."         # then requests must carry X-Amz-Security-Token
+//!
+//! [[policy]]                      # an IAM identity policy attached to principals
+//! name = "put-orders"
+//! principals = ["arn:aws:iam::123456789012:user/producer"]
+//! document = '''{"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+//!   "Action": ["kinesis:PutRecord", "kinesis:PutRecords"],
+//!   "Resource": "arn:aws:kinesis:*:123456789012:stream/orders"}]}'''
+//! # or document_file = "put-orders.json"
+//!
+//! [tls]                           # serve TLS only (h2 and http/1.1 by ALPN)
+//! cert_file = "cert.pem"          # `millrace gen-cert --out DIR` makes a development pair
+//! key_file = "key.pem"
+//!
+//! [firehose]                      # Firehose; `firehose.rs` lists every key
+//! s3_endpoint = "http://127.0.0.1:9000"   # omit: buckets are folders under DATA_DIR/buckets
+//!
+//! [kms]                           # master keys for StartStreamEncryption
+//! key_file = "/etc/millrace/kms-keys.json"   # default: DATA_DIR.kms-keys.json beside it
 //! ```
 
 use std::path::PathBuf;
@@ -46,6 +72,65 @@ pub struct FileConfig {
     pub streams: StreamsSection,
     #[serde(default, rename = "stream")]
     pub declared_streams: Vec<DeclaredStream>,
+    #[serde(default, rename = "credential")]
+    pub credentials: Vec<CredentialConfig>,
+    #[serde(default, rename = "policy")]
+    pub policies: Vec<PolicyConfig>,
+    pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub kms: KmsConfig,
+    /// Firehose: where buckets are, functions, tables, declared delivery streams
+    /// (`firehose.rs` documents every key).
+    #[serde(default)]
+    pub firehose: crate::firehose::FirehoseSection,
+}
+
+/// An access key, the secret that signs with it and the principal it authenticates as.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    pub access_key_id: String,
+    pub secret_access_key: Option<String>,
+    /// A file holding the secret (its first line), instead of `secret_access_key`.
+    pub secret_access_key_file: Option<PathBuf>,
+    /// `arn:aws:iam::ACCOUNT:user/NAME`, `...:role/NAME`, `...:root`.
+    pub principal: String,
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for CredentialConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialConfig")
+            .field("access_key_id", &self.access_key_id)
+            .field("principal", &self.principal)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An IAM identity policy and the principals it is attached to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub name: String,
+    pub principals: Vec<String>,
+    /// The JSON document inline...
+    pub document: Option<String>,
+    /// ... or in a file (relative paths are relative to the config file).
+    pub document_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KmsConfig {
+    /// The key store file (master keys). Must not be inside the data directory.
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -98,7 +183,43 @@ impl FileConfig {
     pub fn load(path: &std::path::Path) -> anyhow::Result<FileConfig> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
-        toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))
+        let mut config: FileConfig = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))?;
+        // Relative files named in the config are relative to it.
+        let base = path.parent().unwrap_or(std::path::Path::new("."));
+        let rebase = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for policy in &mut config.policies {
+            if let Some(file) = &mut policy.document_file {
+                rebase(file);
+            }
+        }
+        for credential in &mut config.credentials {
+            if let Some(file) = &mut credential.secret_access_key_file {
+                rebase(file);
+            }
+        }
+        if let Some(tls) = &mut config.tls {
+            rebase(&mut tls.cert_file);
+            rebase(&mut tls.key_file);
+        }
+        if let Some(file) = &mut config.kms.key_file {
+            rebase(file);
+        }
+        if !config.credentials.is_empty() {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(metadata) = std::fs::metadata(path)
+                && metadata.permissions().mode() & 0o077 != 0
+            {
+                tracing::warn!(
+                    config = %path.display(),
+                    "the config file holds secrets and others can read it: chmod 600 it"
+                );
+            }
+        }
+        Ok(config)
     }
 }

@@ -4,9 +4,12 @@
 //! `millrace` with no arguments serves on 127.0.0.1:4567 with `./millrace-data`.
 //! `millrace serve --listen ADDR --data-dir DIR [--config FILE] [--account-id ID]` is the
 //! general form. SIGTERM or Ctrl-C: stop accepting, drain in-flight requests, checkpoint and
-//! fsync the log, exit 0.
+//! fsync the log, exit 0. `millrace gen-cert` writes a development TLS pair; `millrace kms`
+//! manages the master keys of encryption at rest (`security.rs`).
 
 mod config;
+mod firehose;
+mod security;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +41,19 @@ struct Cli {
 enum Command {
     /// Serve every service on one listener.
     Serve(ServeArgs),
+    /// Write a self-signed certificate (cert.pem) and key (key.pem, 0600) for development
+    /// TLS, valid for localhost, 127.0.0.1, ::1 and every --host.
+    GenCert {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        host: Vec<String>,
+    },
+    /// Manage the master keys of encryption at rest (the key store file).
+    Kms {
+        #[command(subcommand)]
+        command: security::KmsCommand,
+    },
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -72,6 +88,15 @@ struct ServeArgs {
     /// Log format: "text" or "json" [default: text].
     #[arg(long, default_value = "text")]
     log_format: String,
+    /// TLS certificate chain (PEM); with --tls-key the listener speaks TLS only.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Key store of encryption at rest [default: DATA_DIR.kms-keys.json].
+    #[arg(long)]
+    kms_key_file: Option<PathBuf>,
 }
 
 struct ClockHandle(Arc<OffsetClock>);
@@ -101,6 +126,14 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::GenCert { out, host }) => {
+            security::restrict_umask();
+            return security::gen_cert(&out, &host);
+        }
+        Some(Command::Kms { command }) => {
+            security::restrict_umask();
+            return security::kms(command);
+        }
         None => ServeArgs {
             log_format: "text".into(),
             ..ServeArgs::default()
@@ -116,6 +149,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    security::restrict_umask();
     let file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
@@ -158,8 +192,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Durability::OsBuffered
         }
     };
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    security::create_private_dir(&data_dir)?;
+    let security = security::build_security(&file)?;
+    let key_file = args
+        .kms_key_file
+        .clone()
+        .or(file.kms.key_file.clone())
+        .unwrap_or_else(|| security::default_key_file(&data_dir));
+    let key_store = security::open_key_store(&key_file, &data_dir)?;
+    let tls = match (&args.tls_cert, &args.tls_key, &file.tls) {
+        (Some(cert), Some(key), _) => Some((cert.clone(), key.clone())),
+        (_, _, Some(tls)) => Some((tls.cert_file.clone(), tls.key_file.clone())),
+        _ => None,
+    };
+    let tls_acceptor = match &tls {
+        Some((cert, key)) => Some(millrace_server::tls::acceptor(cert, key)?),
+        None => None,
+    };
 
     let offset_clock = Arc::new(OffsetClock::new());
     let clock: Arc<dyn Clock> = offset_clock.clone();
@@ -190,11 +239,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .on_demand_split_after_ms
             .unwrap_or(defaults.on_demand_split_after_ms),
         enforce_shard_throughput: throughput == ShardThroughput::Enforced,
+        foreign_log_ids: firehose::owned_log_ids(&catalog)?,
         ..defaults
     };
-    let streams = Streams::open(streams_config, catalog, log.clone(), clock.clone())
-        .context("cannot load the streams")?;
+    let streams = Streams::open_with_keys(
+        streams_config,
+        catalog.clone(),
+        log.clone(),
+        clock.clone(),
+        key_store.clone(),
+    )
+    .context("cannot load the streams")?;
     declare_streams(&streams, &file, &account_id, &region).await?;
+    let delivery = millrace_firehose::Firehose::open(
+        firehose::config(&file.firehose, &data_dir)?,
+        catalog,
+        log.clone(),
+        clock.clone(),
+        streams.clone(),
+    )
+    .context("cannot load the delivery streams")?;
+    firehose::declare(&delivery, &file.firehose, &account_id, &region).await?;
 
     let server_config = ServerConfig {
         account_id: account_id.clone(),
@@ -203,19 +268,37 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         enable_clock_advance: args.enable_clock_advance
             || file.enable_clock_advance.unwrap_or(false),
     };
-    let app = Arc::new(App::new(
+    let authenticated = security.is_some();
+    let mut app = App::new(
         streams.clone(),
         server_config,
         Some(Arc::new(ClockHandle(offset_clock))),
-    ));
+    );
+    if let Some(security) = security {
+        app = app.with_security(security);
+    }
+    if let Some(acceptor) = tls_acceptor {
+        app = app.with_tls(acceptor);
+    }
+    app = app.with_firehose(Arc::new(firehose::Adapter(delivery.clone())));
+    let app = Arc::new(app);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr().unwrap_or(listen);
-    tracing::warn!(
-        "authentication is not configured: any credentials are accepted (development mode)"
-    );
+    if !authenticated {
+        tracing::warn!(
+            "authentication is not configured: any credentials are accepted (development mode)"
+        );
+    } else if app.config.enable_reset || app.config.enable_clock_advance {
+        tracing::warn!(
+            "--enable-reset / --enable-clock-advance serve unauthenticated test endpoints: \
+             do not use them on a network"
+        );
+    }
     tracing::info!(
+        tls = tls.is_some(),
+        key_store = %key_file.display(),
         listen = %local,
         data_dir = %data_dir.display(),
         account_id = %account_id,
@@ -228,6 +311,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // 127.0.0.1:0` it is how they learn the port).
     println!("millrace listening on {local}");
     let shutdown = CancellationToken::new();
+    let firehose_tasks = tokio_util::task::TaskTracker::new();
+    firehose::start(&delivery, &firehose_tasks, &shutdown);
+    tracing::info!(buckets = %delivery.describe_buckets(), "Firehose is delivering");
     let housekeeping = {
         let streams = streams.clone();
         let shutdown = shutdown.clone();
@@ -238,6 +324,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     _ = interval.tick() => {
                         if let Err(error) = streams.housekeeping().await {
                             tracing::error!(%error, "housekeeping failed");
+                        }
+                        // `millrace kms disable-key` and friends take effect here.
+                        match key_store.reload_if_changed() {
+                            Ok(true) => tracing::info!("reloaded the key store"),
+                            Ok(false) => {}
+                            Err(error) => tracing::debug!(%error, "key store not reloaded"),
                         }
                     }
                     () = shutdown.cancelled() => break,
@@ -256,6 +348,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     millrace_server::serve(listener, app, shutdown.clone()).await?;
     shutdown.cancel();
     let _ = housekeeping.await;
+    firehose::stop(&firehose_tasks).await;
     signals.abort();
     log.shutdown().context("log shutdown failed")?;
     tracing::info!("stopped cleanly");
@@ -296,6 +389,7 @@ async fn declare_streams(
                 .clone()
                 .unwrap_or_else(|| region.to_string()),
             request_id: "config".into(),
+            principal: None,
         };
         let create = k::CreateStreamInput {
             stream_name: declared.name.clone(),

@@ -7,18 +7,29 @@
 //!
 //! Before the action runs, a request goes through the checks AWS makes, in AWS's order
 //! (kinesalite's `index.js` documents it): method, content type, body parse
-//! (SerializationException), operation (UnknownOperationException), presence of an
-//! authentication header (MissingAuthenticationTokenException, IncompleteSignatureException),
-//! type checks and constraints (`wire`), then the action.
+//! (SerializationException), operation (UnknownOperationException), authentication
+//! (`auth`: the SigV4 signature when credentials are configured, else only the presence of
+//! an authentication header), type checks and constraints (`wire`), authorization (`authz`
+//! with `policy`: identity and resource policies, AccessDeniedException), then the action.
+//!
+//! With `[tls]` configured the listener speaks TLS only (`tls`), with ALPN h2/http/1.1.
 //!
 //! Also here: `GET /health`, `POST /moto-api/reset` (wipes every resource, when enabled) and
 //! `POST /millrace-api/advance-clock?ms=N` (moves the service clock forward, when enabled).
 //!
-//! Not here: what operations mean (the service crates), body formats (`wire`), signature
-//! verification (a later issue; any credentials are accepted today).
+//! Not here: what operations mean (the service crates), body formats and the SigV4
+//! algorithm (`wire`).
 
 mod auth;
+pub mod authz;
+mod firehose;
+pub mod policy;
 mod subscribe;
+pub mod tls;
+
+pub use auth::{Authenticator, CredentialSpec, Principal};
+pub use authz::Authorizer;
+pub use firehose::{FirehoseService, ServiceError};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -88,6 +99,16 @@ impl Default for ServerConfig {
     }
 }
 
+/// Authentication and authorization, when credentials are configured.
+pub struct Security {
+    pub authenticator: Authenticator,
+    pub authorizer: Authorizer,
+}
+
+/// Marks a request that arrived over TLS (`aws:SecureTransport`).
+#[derive(Clone, Copy, Debug)]
+struct SecureTransport;
+
 /// Everything a request handler needs.
 pub struct App {
     pub streams: Streams,
@@ -95,6 +116,11 @@ pub struct App {
     pub clock: Option<Arc<dyn ClockControl>>,
     ready: AtomicBool,
     body_budget: Arc<tokio::sync::Semaphore>,
+    /// `None`: development mode, any credentials accepted.
+    security: Option<Security>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Serves `Firehose_20150804.*` when set.
+    firehose: Option<Arc<dyn FirehoseService>>,
 }
 
 impl App {
@@ -111,7 +137,28 @@ impl App {
             body_budget: Arc::new(tokio::sync::Semaphore::new(
                 BODY_BYTES_IN_FLIGHT_MAX / BODY_BUDGET_UNIT_BYTES,
             )),
+            security: None,
+            tls: None,
+            firehose: None,
         }
+    }
+
+    /// Verifies every request's signature and authorizes it against the policies.
+    pub fn with_security(mut self, security: Security) -> App {
+        self.security = Some(security);
+        self
+    }
+
+    /// Serves the Firehose API (`Firehose_20150804.*`) on the same listener.
+    pub fn with_firehose(mut self, firehose: Arc<dyn FirehoseService>) -> App {
+        self.firehose = Some(firehose);
+        self
+    }
+
+    /// Serves TLS (only) on the listener.
+    pub fn with_tls(mut self, acceptor: tokio_rustls::TlsAcceptor) -> App {
+        self.tls = Some(acceptor);
+        self
     }
 }
 
@@ -150,11 +197,47 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let secure = app.tls.is_some();
+        let service = {
             let app = app.clone();
-            async move { Ok::<_, Infallible>(handle(app, peer, request).await) }
-        });
+            hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                let app = app.clone();
+                if secure {
+                    request.extensions_mut().insert(SecureTransport);
+                }
+                async move { Ok::<_, Infallible>(handle(app, peer, request).await) }
+            })
+        };
+        if let Some(acceptor) = app.tls.clone() {
+            // TLS: the handshake runs in the connection's own task (tls.rs).
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let handshake = tokio::time::timeout(
+                    Duration::from_millis(tls::TLS_HANDSHAKE_TIMEOUT_MS),
+                    acceptor.accept(stream),
+                )
+                .await;
+                let stream = match handshake {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, %peer, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                if let Err(error) = watcher.watch(connection.into_owned()).await {
+                    tracing::debug!(%error, %peer, "connection ended with an error");
+                }
+                drop(permit);
+            });
+            continue;
+        }
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let connection = graceful.watch(connection.into_owned());
         tokio::spawn(async move {
@@ -277,6 +360,7 @@ async fn route(
             };
         }
         (&Method::POST, "/moto-api/reset") if app.config.enable_reset => {
+            firehose::reset(app);
             return match app.streams.reset().await {
                 Ok(()) => simple(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
                 Err(error) => {
@@ -347,6 +431,7 @@ async fn aws_request(
     let operation = (service == KINESIS_TARGET_PREFIX)
         .then(|| Operation::from_name(operation_name))
         .flatten();
+    let firehose_operation = firehose::operation(app, service, operation_name);
     let (parts, body) = request.into_parts();
     let declared = header_str(&parts.headers, "content-length")
         .and_then(|v| v.parse::<usize>().ok())
@@ -400,39 +485,67 @@ async fn aws_request(
             return error_response(format, ErrorKind::SerializationException, None);
         }
     };
+    // An aws-chunked body (STREAMING-AWS4-HMAC-SHA256-PAYLOAD) is parsed once authentication
+    // has checked and decoded it.
+    let chunked = header_str(&parts.headers, "x-amz-content-sha256")
+        == Some(millrace_wire::sigv4::STREAMING_PAYLOAD);
     // Body parse before the operation check, as AWS does.
     if body.is_empty() {
-        let kind = if operation.is_some() {
+        let kind = if operation.is_some() || firehose_operation.is_some() {
             ErrorKind::SerializationException
         } else {
             ErrorKind::UnknownOperationException
         };
         return error_response(format, kind, None);
     }
-    let parsed_ok = match format {
-        Format::Json => millrace_wire::json::parse(&body).is_ok(),
-        Format::Cbor => millrace_wire::cbor::parse(&body).is_ok(),
-    };
-    if !parsed_ok {
+    if !chunked && !parses(format, &body) {
         return error_response(format, ErrorKind::SerializationException, None);
+    }
+    if operation.is_none() && firehose_operation.is_none() {
+        return error_response(format, ErrorKind::UnknownOperationException, None);
+    }
+    // The SigV4 scope names the service the client signed for.
+    let signing_service = if firehose_operation.is_some() {
+        "firehose"
+    } else {
+        auth::SIGNING_SERVICE
+    };
+    let (identity, body) = match authenticate(app, &parts, body, signing_service) {
+        Ok(pair) => pair,
+        Err((kind, message)) => return error_response(format, kind, Some(&message)),
+    };
+    if chunked && !parses(format, &body) {
+        return error_response(format, ErrorKind::SerializationException, None);
+    }
+    if let Some(operation) = firehose_operation {
+        let secure = parts.extensions.get::<SecureTransport>().is_some();
+        return firehose::respond(app, identity, request_id, format, operation, &body, secure)
+            .await;
     }
     let Some(operation) = operation else {
         return error_response(format, ErrorKind::UnknownOperationException, None);
-    };
-    let identity = match auth::identify(&parts.headers, parts.uri.query(), &app.config) {
-        Ok(identity) => identity,
-        Err((kind, message)) => return error_response(format, kind, Some(&message)),
     };
     tracing::Span::current().record("target", operation.name());
     let ctx = RequestContext {
         account: identity.account,
         region: identity.region,
         request_id: request_id.to_string(),
+        principal: identity.principal.as_ref().map(|p| p.arn.clone()),
     };
     let decoded = match kinesis::decode_request(operation, format, &body) {
         Ok(decoded) => decoded,
         Err(error) => return error_response(format, error.kind, error.message.as_deref()),
     };
+    if let (Some(security), Some(principal)) = (&app.security, &identity.principal) {
+        let secure = parts.extensions.get::<SecureTransport>().is_some();
+        if let Err((kind, message)) =
+            security
+                .authorizer
+                .authorize(&app.streams, principal, &ctx, &decoded, secure)
+        {
+            return error_response(format, kind, Some(&message));
+        }
+    }
     if let kinesis::Request::SubscribeToShard(input) = decoded {
         return subscribe::respond(app, &ctx, format, input, &parts.headers);
     }
@@ -443,6 +556,35 @@ async fn aws_request(
         }
         Err(error) => service_error(format, &error),
     }
+}
+
+fn parses(format: Format, body: &[u8]) -> bool {
+    match format {
+        Format::Json => millrace_wire::json::parse(body).is_ok(),
+        Format::Cbor => millrace_wire::cbor::parse(body).is_ok(),
+    }
+}
+
+/// Authentication (`auth`): the verified principal with configured credentials, else
+/// development mode's identification. Returns the body to use (decoded when aws-chunked).
+fn authenticate(
+    app: &App,
+    parts: &http::request::Parts,
+    body: Bytes,
+    service: &str,
+) -> Result<(auth::Identity, Bytes), auth::AuthError> {
+    let Some(security) = &app.security else {
+        let identity = auth::identify(&parts.headers, parts.uri.query(), &app.config)?;
+        return Ok((identity, body));
+    };
+    let now_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (identity, decoded) = security
+        .authenticator
+        .authenticate(parts, &body, now_secs, service)?;
+    Ok((identity, decoded.map(Bytes::from).unwrap_or(body)))
 }
 
 pub(crate) fn service_error(format: Format, error: &millrace_streams::Error) -> Response<Body> {

@@ -9,12 +9,19 @@
 //! ```
 //!
 //! The arrival timestamp and the offset (hence the sequence number) come from the log.
-//! Encryption at rest (a later issue) will transform `data` here, behind the flag.
+//!
+//! Flag bit 0 says the stream was encrypted when the record was written (GetRecords reports
+//! `EncryptionType` KMS). Bit 1 (`SEALED`) marks a payload `crypto` sealed: the bytes after
+//! the flags are then a data key id, a nonce and AES-256-GCM ciphertext of a whole payload
+//! of this format, and `crypto::Crypto::open` must turn it back into one before `decode`.
+//! (Records written before encryption at rest existed carry bit 0 without bit 1: they are
+//! plaintext and still read as such.)
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-const VERSION: u8 = 1;
-const FLAG_ENCRYPTED: u8 = 1;
+pub(crate) const VERSION: u8 = 1;
+pub(crate) const FLAG_ENCRYPTED: u8 = 1;
+pub(crate) const FLAG_SEALED: u8 = 2;
 const NO_KEY: u16 = 0xFFFF;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +53,10 @@ pub fn decode(payload: &Bytes) -> Option<StoredRecord> {
         return None;
     }
     let flags = *header.get(1)?;
+    if flags & FLAG_SEALED != 0 {
+        // Ciphertext: `crypto` opens it first.
+        return None;
+    }
     let key_len = u16::from_be_bytes([*header.get(2)?, *header.get(3)?]);
     let (partition_key, data_start) = if key_len == NO_KEY {
         (None, 4)

@@ -995,6 +995,12 @@ impl Inner {
         key_id: Option<String>,
     ) -> Result<(), Error> {
         let entry = self.find_active_stream(ctx, name.as_deref(), arn.as_deref())?;
+        if let Some(key_id) = &key_id {
+            // KMSNotFoundException / KMSDisabledException before anything changes.
+            let view = entry.view();
+            self.crypto
+                .resolve(key_id, &view.record.account, &view.record.region)?;
+        }
         let now = self.now_ms();
         let lifecycle = self.updating(now);
         self.mutate(&entry, |record| {

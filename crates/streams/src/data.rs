@@ -120,6 +120,16 @@ impl Inner {
         let view = entry.view();
         let record_bytes_max = view.record.max_record_size_kib as usize * 1024;
         let encrypted = view.record.encryption.is_some();
+        // Encryption at rest (crypto.rs): the stream's master key must exist and be enabled
+        // before anything is admitted.
+        let master_key_id = match &view.record.encryption {
+            Some(e) => Some(self.crypto.resolve(
+                &e.key_id,
+                &view.record.account,
+                &view.record.region,
+            )?),
+            None => None,
+        };
         let now = self.now_ms();
         let mut routed = Vec::with_capacity(records.len());
         for record in &records {
@@ -175,6 +185,16 @@ impl Inner {
                     outcomes.push(Outcome::Throttled { shard: *shard });
                 }
             }
+        }
+        if let Some(master_key_id) = &master_key_id {
+            // No plaintext of an encrypted stream reaches the log.
+            self.crypto.seal_batch(
+                &mut batch,
+                master_key_id,
+                &view.record.account,
+                &view.record.region,
+                now,
+            )?;
         }
         let appended = if batch.is_empty() {
             Vec::new()
@@ -554,7 +574,10 @@ impl Inner {
                 next_offset = stored.offset;
                 break;
             }
-            let Some(decoded) = codec::decode(&stored.payload) else {
+            let payload = self
+                .crypto
+                .open(shard.log_id, stored.offset, &stored.payload)?;
+            let Some(decoded) = codec::decode(&payload) else {
                 // Not a record this service wrote: refuse to serve it.
                 return Err(Error::CorruptRecord {
                     log_id: shard.log_id,

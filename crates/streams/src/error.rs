@@ -43,6 +43,10 @@ pub enum Error {
     Unsupported { operation: &'static str },
     #[error("log {log_id} offset {offset} holds a record this service cannot decode")]
     CorruptRecord { log_id: u64, offset: u64 },
+    #[error("kms: {0}")]
+    Kms(millrace_kms::KmsError),
+    #[error("data key {data_key_id} of an encrypted record is missing from the catalog")]
+    MissingDataKey { data_key_id: u64 },
     #[error("storage: {0}")]
     Log(#[from] millrace_log::LogError),
     #[error("catalog: {0}")]
@@ -110,6 +114,22 @@ impl Error {
                     "Operation {operation} is not supported by this version of Millrace."
                 )),
             ),
+            // A full disk (the write was refused, nothing stored, retryable once space is
+            // freed): what Kinesis answers for a failure on its side, a modeled
+            // InternalFailureException (500) that SDKs retry.
+            Error::Log(millrace_log::LogError::StorageFull { .. }) => (
+                ErrorKind::InternalFailureException,
+                Some("Internal service failure.".to_string()),
+            ),
+            Error::Kms(millrace_kms::KmsError::NotFound { message }) => {
+                (ErrorKind::KMSNotFoundException, Some(message.clone()))
+            }
+            Error::Kms(millrace_kms::KmsError::Disabled { message }) => {
+                (ErrorKind::KMSDisabledException, Some(message.clone()))
+            }
+            Error::Kms(_) | Error::MissingDataKey { .. } => {
+                (ErrorKind::InternalFailureException, None)
+            }
             Error::Log(millrace_log::LogError::Poisoned) => (
                 ErrorKind::ServiceUnavailableException,
                 Some("Writes are disabled after a storage failure.".to_string()),
@@ -123,10 +143,17 @@ impl Error {
     /// True for failures of Millrace itself (logged at error level), false for client
     /// errors.
     pub fn is_internal(&self) -> bool {
-        matches!(
-            self,
-            Error::Log(_) | Error::Catalog(_) | Error::CorruptRecord { .. }
-        )
+        match self {
+            Error::Kms(kms) => !matches!(
+                kms,
+                millrace_kms::KmsError::NotFound { .. } | millrace_kms::KmsError::Disabled { .. }
+            ),
+            Error::Log(_)
+            | Error::Catalog(_)
+            | Error::CorruptRecord { .. }
+            | Error::MissingDataKey { .. } => true,
+            _ => false,
+        }
     }
 
     pub(crate) fn invalid(message: impl Into<String>) -> Error {

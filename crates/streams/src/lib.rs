@@ -17,11 +17,13 @@
 mod codec;
 mod consumers;
 mod control;
+mod crypto;
 mod data;
 mod error;
 pub mod hashing;
 pub mod iterator;
 mod reshard;
+mod resources;
 pub mod seqnum;
 mod throttle;
 mod timefmt;
@@ -45,6 +47,9 @@ pub struct RequestContext {
     pub account: String,
     pub region: String,
     pub request_id: String,
+    /// The authenticated principal's ARN (`None` in development mode). The server has
+    /// authorized the request before the service sees it; this is for the record.
+    pub principal: Option<String>,
 }
 
 /// Behaviour knobs of the service; the defaults are AWS's limits with short lifecycle
@@ -77,6 +82,9 @@ pub struct StreamsConfig {
     pub on_demand_split_after_ms: i64,
     /// Seed for the RNG (stream ids); None = from the OS.
     pub rng_seed: Option<u64>,
+    /// Logs that other services own (Firehose delivery streams): the sweep of logs no
+    /// stream refers to, at open, leaves them alone.
+    pub foreign_log_ids: std::collections::BTreeSet<u64>,
 }
 
 impl Default for StreamsConfig {
@@ -95,6 +103,7 @@ impl Default for StreamsConfig {
             on_demand_split_bytes_per_sec: 500.0 * 1024.0,
             on_demand_split_after_ms: 60_000,
             rng_seed: None,
+            foreign_log_ids: std::collections::BTreeSet::new(),
         }
     }
 }
@@ -118,6 +127,8 @@ pub(crate) struct Inner {
     pub creating: Mutex<()>,
     pub accounts: RwLock<HashMap<String, AccountRecord>>,
     pub rng: Mutex<rand::rngs::StdRng>,
+    /// Encryption at rest (data keys per shard, wrapped by the key store's master keys).
+    pub crypto: crypto::Crypto,
 }
 
 /// An immutable snapshot of a stream's metadata plus what the data path derives from it.
@@ -258,13 +269,27 @@ pub(crate) fn stream_exists(record: &StreamRecord, now_ms: i64) -> bool {
 }
 
 impl Streams {
-    /// Loads every stream from the catalog, removes logs no stream refers to (left by a
-    /// crash between creating logs and committing the stream), and is ready to serve.
+    /// `open_with_keys` with a key store that lives in memory only: encrypted streams work
+    /// but their records do not survive a restart (tests).
     pub fn open(
         config: StreamsConfig,
         catalog: Arc<Catalog>,
         log: Log,
         clock: Arc<dyn Clock>,
+    ) -> Result<Streams, Error> {
+        let keys = Arc::new(millrace_kms::KeyStore::in_memory().map_err(Error::Kms)?);
+        Streams::open_with_keys(config, catalog, log, clock, keys)
+    }
+
+    /// Loads every stream from the catalog, removes logs no stream refers to (left by a
+    /// crash between creating logs and committing the stream), and is ready to serve.
+    /// `keys` holds the master keys of encrypted streams.
+    pub fn open_with_keys(
+        config: StreamsConfig,
+        catalog: Arc<Catalog>,
+        log: Log,
+        clock: Arc<dyn Clock>,
+        keys: Arc<millrace_kms::KeyStore>,
     ) -> Result<Streams, Error> {
         let secret = catalog.write(|txn| -> Result<Vec<u8>, Error> {
             if let Some(secret) = txn.get::<Vec<u8>>(Table::Meta, "iterator-secret")? {
@@ -292,14 +317,17 @@ impl Streams {
         let orphans: Vec<u64> = log
             .log_ids()
             .into_iter()
-            .filter(|id| !live_logs.contains(id))
+            .filter(|id| !live_logs.contains(id) && !config.foreign_log_ids.contains(id))
             .collect();
         if !orphans.is_empty() {
             tracing::info!(?orphans, "removing logs no stream refers to");
             log.delete_logs(&orphans)?;
         }
+        let crypto = crypto::Crypto::new(keys, catalog.clone());
+        crypto.forget_logs(&orphans)?;
         Ok(Streams {
             inner: Arc::new(Inner {
+                crypto,
                 config,
                 catalog,
                 log,
@@ -506,6 +534,7 @@ impl Streams {
         }
         self.inner.catalog.write(|txn| txn.clear(Table::Accounts))?;
         self.inner.accounts.write().clear();
+        self.inner.crypto.forget_all()?;
         Ok(())
     }
 }
@@ -685,6 +714,7 @@ impl Inner {
                 })?;
                 let log_ids: Vec<u64> = expired.iter().map(|(_, log_id)| *log_id).collect();
                 self.log.delete_logs(&log_ids)?;
+                self.crypto.forget_logs(&log_ids)?;
             }
             consumers::finish_consumer_changes(self, &entry, now)?;
             self.scale_on_demand(&entry, now).await?;
@@ -709,6 +739,7 @@ impl Inner {
         }
         let log_ids: Vec<u64> = view.record.shards.iter().map(|s| s.log_id).collect();
         self.log.delete_logs(&log_ids)?;
+        self.crypto.forget_logs(&log_ids)?;
         Ok(())
     }
 

@@ -29,6 +29,10 @@ pub enum ErrorKind {
     ResourceNotFoundException,
     ThrottlingException,
     ValidationException,
+    // Modelled exceptions of Firehose (firehose-2015-08-04) not already above.
+    ConcurrentModificationException,
+    InvalidKMSResourceException,
+    InvalidSourceException,
     // Protocol errors of the AWS front end, common to JSON services.
     /// The body is not valid JSON/CBOR, or a member has the wrong type.
     SerializationException,
@@ -71,6 +75,9 @@ impl ErrorKind {
         ErrorKind::ResourceNotFoundException,
         ErrorKind::ThrottlingException,
         ErrorKind::ValidationException,
+        ErrorKind::ConcurrentModificationException,
+        ErrorKind::InvalidKMSResourceException,
+        ErrorKind::InvalidSourceException,
         ErrorKind::SerializationException,
         ErrorKind::UnknownOperationException,
         ErrorKind::MissingAuthenticationTokenException,
@@ -105,6 +112,9 @@ impl ErrorKind {
             ErrorKind::ResourceNotFoundException => "ResourceNotFoundException",
             ErrorKind::ThrottlingException => "ThrottlingException",
             ErrorKind::ValidationException => "ValidationException",
+            ErrorKind::ConcurrentModificationException => "ConcurrentModificationException",
+            ErrorKind::InvalidKMSResourceException => "InvalidKMSResourceException",
+            ErrorKind::InvalidSourceException => "InvalidSourceException",
             ErrorKind::SerializationException => "SerializationException",
             ErrorKind::UnknownOperationException => "UnknownOperationException",
             ErrorKind::MissingAuthenticationTokenException => "MissingAuthenticationTokenException",

@@ -9,7 +9,7 @@
 //!    `SerializationException` messages for wrong types and normalising numbers, blobs and
 //!    timestamps;
 //! 3. [`validate`] checks the model constraints and collects AWS `ValidationException` messages;
-//! 4. the generated code in [`kinesis`] converts the tree into typed structs.
+//! 4. the generated code in [`kinesis`] and [`firehose`] converts the tree into typed structs.
 //!
 //! Responses go the other way without an intermediate tree: the generated structs implement
 //! [`encode::Encode`], which writes JSON or CBOR directly.
@@ -23,9 +23,11 @@ pub mod convert;
 pub mod encode;
 pub mod error;
 pub mod eventstream;
+pub mod firehose;
 pub mod json;
 pub mod kinesis;
 pub mod shape;
+pub mod sigv4;
 pub mod typecheck;
 pub mod validate;
 pub mod value;

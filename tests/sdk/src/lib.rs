@@ -171,6 +171,16 @@ impl Server {
         client_for(&self.endpoint, region, access_key)
     }
 
+    /// The endpoint with `https://` (for a server configured with TLS).
+    pub fn https_endpoint(&self) -> String {
+        self.endpoint.replacen("http://", "https://", 1)
+    }
+
+    /// A Firehose client for this server (retries off, like [`Server::client`]).
+    pub fn firehose_client(&self) -> aws_sdk_firehose::Client {
+        firehose_client_for(&self.endpoint, "us-east-1", "AKIDEXAMPLE")
+    }
+
     /// Moves the server's clock forward.
     pub fn advance_clock(&self, ms: u64) -> anyhow::Result<()> {
         let status = raw_post(
@@ -200,6 +210,117 @@ pub fn client_for(endpoint: &str, region: &str, access_key: &str) -> aws_sdk_kin
         .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
         .build();
     aws_sdk_kinesis::Client::from_conf(config)
+}
+
+/// How to build a client beyond endpoint and region (the security suite's needs).
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    pub access_key: String,
+    pub secret: String,
+    pub session_token: Option<String>,
+    /// Sign as if the clock read this (clock-skew tests).
+    pub signing_time: Option<std::time::SystemTime>,
+    /// Trust this PEM certificate (HTTPS endpoints).
+    pub root_pem: Option<Vec<u8>>,
+}
+
+impl ClientOptions {
+    pub fn keys(access_key: &str, secret: &str) -> ClientOptions {
+        ClientOptions {
+            access_key: access_key.into(),
+            secret: secret.into(),
+            ..ClientOptions::default()
+        }
+    }
+}
+
+/// A client with explicit credentials, optional fixed signing time and trusted root.
+pub fn client_with(
+    endpoint: &str,
+    region: &str,
+    options: &ClientOptions,
+) -> aws_sdk_kinesis::Client {
+    use aws_smithy_http_client::tls;
+    let http = match &options.root_pem {
+        Some(pem) => {
+            let context = tls::TlsContext::builder()
+                .with_trust_store(tls::TrustStore::empty().with_pem_certificate(pem.clone()))
+                .build();
+            let builder = aws_smithy_http_client::Builder::new().tls_provider(
+                tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring),
+            );
+            match context {
+                Ok(context) => builder.tls_context(context).build_https(),
+                Err(error) => panic!("bad trust store: {error}"),
+            }
+        }
+        None => aws_smithy_http_client::Builder::new().build_http(),
+    };
+    let mut config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new(region.to_string()))
+        .credentials_provider(Credentials::new(
+            options.access_key.clone(),
+            options.secret.clone(),
+            options.session_token.clone(),
+            None,
+            "test",
+        ))
+        .http_client(http)
+        .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled());
+    if let Some(time) = options.signing_time {
+        config = config.time_source(aws_smithy_async::time::StaticTimeSource::new(time));
+    }
+    aws_sdk_kinesis::Client::from_conf(config.build())
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The files under `dir` whose bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &[u8]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut hits = Vec::new();
+    for path in files_under(dir)? {
+        let bytes = std::fs::read(&path)?;
+        if bytes.windows(needle.len()).any(|w| w == needle) {
+            hits.push(path);
+        }
+    }
+    Ok(hits)
+}
+
+pub fn firehose_client_for(
+    endpoint: &str,
+    region: &str,
+    access_key: &str,
+) -> aws_sdk_firehose::Client {
+    let http = aws_smithy_http_client::Builder::new().build_http();
+    let config = aws_sdk_firehose::Config::builder()
+        .behavior_version(aws_sdk_firehose::config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_sdk_firehose::config::Region::new(region.to_string()))
+        .credentials_provider(aws_sdk_firehose::config::Credentials::new(
+            access_key, "secret", None, None, "test",
+        ))
+        .http_client(http)
+        .retry_config(aws_sdk_firehose::config::retry::RetryConfig::disabled())
+        .build();
+    aws_sdk_firehose::Client::from_conf(config)
 }
 
 /// A bodyless POST over a plain TCP connection; returns the status code.

@@ -23,12 +23,25 @@ pub struct Service {
     pub model_path: &'static str,
     /// The module under `crates/wire/src/`.
     pub module: &'static str,
+    /// Deliberate departures from the model: (string shape, the pattern Millrace enforces
+    /// instead). Each one says why beside it.
+    pub pattern_overrides: &'static [(&'static str, &'static str)],
 }
 
-pub const SERVICES: &[Service] = &[Service {
-    model_path: "model/kinesis-2013-12-02.json",
-    module: "kinesis",
-}];
+pub const SERVICES: &[Service] = &[
+    Service {
+        model_path: "model/kinesis-2013-12-02.json",
+        module: "kinesis",
+        pattern_overrides: &[],
+    },
+    Service {
+        model_path: "model/firehose-2015-08-04.json",
+        module: "firehose",
+        // AWS only delivers to HTTPS endpoints; a self-hosted Firehose must reach plain
+        // HTTP ones too (a collector on localhost, a test endpoint).
+        pattern_overrides: &[("HttpEndpointUrl", "https?://.*")],
+    },
+];
 
 fn main() -> ExitCode {
     let check = std::env::args().skip(1).any(|arg| arg == "--check");
@@ -52,8 +65,9 @@ fn run(check: bool) -> Result<bool> {
         let text = std::fs::read_to_string(&model_path)
             .with_context(|| format!("reading {}", model_path.display()))?;
         let version = std::fs::read_to_string(root.join("model/VERSION")).unwrap_or_default();
-        let model = model::Model::parse(&text)
+        let mut model = model::Model::parse(&text)
             .with_context(|| format!("parsing {}", model_path.display()))?;
+        model.override_patterns(service.pattern_overrides)?;
         let out_dir = root.join("crates/wire/src").join(service.module);
         let generated = generate::rust(&model, service, version.trim())?;
         let formatted = rustfmt(&root, &generated)?;

@@ -143,6 +143,17 @@ impl Model {
         Ok(model)
     }
 
+    /// Replaces the pattern of each named string shape (see `Service::pattern_overrides`).
+    pub fn override_patterns(&mut self, overrides: &[(&str, &str)]) -> Result<()> {
+        for (name, replacement) in overrides {
+            match self.shapes.get_mut(*name).map(|s| &mut s.kind) {
+                Some(Kind::String { pattern, .. }) => *pattern = Some((*replacement).to_owned()),
+                _ => bail!("pattern override for {name}, which is not a string shape"),
+            }
+        }
+        Ok(())
+    }
+
     pub fn shape(&self, name: &str) -> Result<&Shape> {
         self.shapes
             .get(name)

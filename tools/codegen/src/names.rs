@@ -98,9 +98,26 @@ pub fn aws_enum_order(values: &[String]) -> Vec<String> {
     ordered.into_iter().cloned().collect()
 }
 
-/// A Java regular expression from the model in `regex` crate syntax: Java's `\d` is ASCII, so it
-/// becomes `[0-9]` (`0-9` inside a class); everything else is passed through and must compile.
+/// A Java regular expression from the model in `regex` crate syntax: Java's `\d` and `\w` are
+/// ASCII, so they become `[0-9]` and `[a-zA-Z0-9_]` (without brackets inside a class);
+/// everything else is passed through and must compile.
 pub fn rust_regex(java: &str) -> String {
+    // The look-around idioms of the models, rewritten without look-around (which the `regex`
+    // crate lacks) into the same language: a host label of 1 to 63 characters that neither
+    // starts nor ends with `-` (Firehose's ClusterJDBCURL), and a string that is not blank.
+    const LOOK_AROUND_IDIOMS: &[(&str, &str)] = &[
+        (
+            "(?!-)[A-Za-z0-9-]{1,63}(?<!-)",
+            "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?",
+        ),
+        ("^(?!\\s*$).+", ".*[^ \\t\\n\\x0B\\f\\r].*"),
+    ];
+    let java = LOOK_AROUND_IDIOMS
+        .iter()
+        .fold(java.to_owned(), |text, (idiom, rewrite)| {
+            text.replace(idiom, rewrite)
+        });
+    let java = without_negative_prefix(&java).unwrap_or(java);
     let mut out = String::new();
     let mut in_class = false;
     let mut chars = java.chars();
@@ -109,6 +126,10 @@ pub fn rust_regex(java: &str) -> String {
             '\\' => match chars.next() {
                 Some('d') if in_class => out.push_str("0-9"),
                 Some('d') => out.push_str("[0-9]"),
+                // Java's `\w` is ASCII too; the Unicode class would also make bounded
+                // repetitions such as `[\w\.\-]{1,255}` exceed the regex size limit.
+                Some('w') if in_class => out.push_str("a-zA-Z0-9_"),
+                Some('w') => out.push_str("[a-zA-Z0-9_]"),
                 Some(other) => {
                     out.push('\\');
                     out.push(other);
@@ -127,6 +148,34 @@ pub fn rust_regex(java: &str) -> String {
         }
     }
     out
+}
+
+/// `^(?!PREFIX)[CLASS]*$` (Firehose's tag keys: `^(?!aws:)[\p{L}...]*$`) without the
+/// look-ahead: strings over CLASS shorter than PREFIX, or that leave PREFIX at some character
+/// (`[CLASS&&[^c]]`, a class intersection). `None` for any other pattern.
+fn without_negative_prefix(java: &str) -> Option<String> {
+    let rest = java.strip_prefix("^(?!")?;
+    let (prefix, rest) = rest.split_once(')')?;
+    let class = rest.strip_suffix("*$")?;
+    let body = class.strip_prefix('[')?.strip_suffix(']')?;
+    if prefix.is_empty()
+        || !prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b':')
+    {
+        return None;
+    }
+    let chars: Vec<char> = prefix.chars().collect();
+    let mut alternatives = vec![format!("{class}{{0,{}}}", chars.len() - 1)];
+    for (char_idx, &c) in chars.iter().enumerate() {
+        let same: String = chars
+            .iter()
+            .take(char_idx)
+            .map(|p| format!("[{body}&&[{p}]]"))
+            .collect();
+        alternatives.push(format!("{same}[{body}&&[^{c}]]{class}*"));
+    }
+    Some(format!("(?:{})", alternatives.join("|")))
 }
 
 fn is_keyword(word: &str) -> bool {
@@ -264,6 +313,30 @@ mod tests {
             r"arn:aws.*:kinesis:.*:[0-9]{12}:stream/\S+"
         );
         assert_eq!(rust_regex(r"[\d\-]+"), r"[0-9\-]+");
+        assert_eq!(
+            rust_regex(r"arn:.*:s3:::[\w\.\-]{1,255}"),
+            r"arn:.*:s3:::[a-zA-Z0-9_\.\-]{1,255}"
+        );
+        assert_eq!(rust_regex(r"\w+"), r"[a-zA-Z0-9_]+");
+        assert_eq!(
+            rust_regex(r"((?!-)[A-Za-z0-9-]{1,63}(?<!-)\.)+x"),
+            r"([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+x"
+        );
+        assert_eq!(rust_regex(r"^(?!\s*$).+"), r".*[^ \t\n\x0B\f\r].*");
+        let tag_key = regex::Regex::new(&format!("^(?:{})$", rust_regex(r"^(?!aws:)[\p{L}:]*$")))
+            .expect("compiles");
+        for (key, ok) in [
+            ("", true),
+            ("aws", true),
+            ("aws:x", false),
+            ("aws:", false),
+            ("awsx", true),
+            ("aw:s", true),
+            ("b", true),
+            ("x1", false),
+        ] {
+            assert_eq!(tag_key.is_match(key), ok, "{key}");
+        }
         assert_eq!(
             java_package("Kinesis_20131202"),
             "com.amazonaws.kinesis.v20131202"

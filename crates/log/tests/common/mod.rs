@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use bytes::Bytes;
 use millrace_log::{
     AppendRecord, Appended, Clock, Durability, Log, LogConfig, LogError, LogId, OsStorage, Storage,
-    StorageFile,
+    StorageFile, StorageLock,
 };
 
 pub fn runtime() -> tokio::runtime::Runtime {
@@ -120,6 +120,9 @@ impl Storage for CountingStorageHandle {
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         OsStorage.sync_dir(path)
+    }
+    fn lock(&self, path: &Path) -> io::Result<StorageLock> {
+        OsStorage.lock(path)
     }
 }
 
