@@ -307,9 +307,12 @@ impl KeyStore {
         let Some(path) = &self.path else {
             return Ok(false);
         };
-        let mtime = std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .map_err(|e| file_error(path, e))?;
+        let mtime = match std::fs::metadata(path).and_then(|m| m.modified()) {
+            Ok(mtime) => mtime,
+            // Not written yet (no key made so far): nothing to re-read.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(file_error(path, e)),
+        };
         if Some(mtime) == *self.loaded_mtime.lock() {
             return Ok(false);
         }
@@ -429,6 +432,12 @@ impl KeyStore {
         if alias_name(key) == Some(DEFAULT_ALIAS) {
             self.ensure_default_key()?;
         }
+        // A key made with `millrace kms create-key` a moment ago may not have been picked up
+        // by the periodic reload yet: look at the file once more before saying it is not
+        // there.
+        if Self::find(&self.keys.read(), key).is_err() {
+            self.reload_if_changed()?;
+        }
         let keys = self.keys.read();
         let found = Self::find(&keys, key).map_err(|_| Self::not_found(key, region, account))?;
         if !found.enabled {
@@ -542,14 +551,21 @@ fn alias_name(key: &str) -> Option<&str> {
     if key.starts_with("alias/") {
         return Some(key);
     }
-    let resource = key.strip_prefix("arn:")?.splitn(6, ':').nth(5)?;
+    let resource = arn_resource(key)?;
     resource.starts_with("alias/").then_some(resource)
+}
+
+/// `arn:PARTITION:kms:REGION:ACCOUNT:RESOURCE` → `RESOURCE`.
+fn arn_resource(key: &str) -> Option<&str> {
+    if !key.starts_with("arn:") {
+        return None;
+    }
+    key.splitn(6, ':').nth(5)
 }
 
 /// `ID` or `arn:aws:kms:R:A:key/ID` → `ID`.
 fn key_id_of(key: &str) -> &str {
-    key.strip_prefix("arn:")
-        .and_then(|rest| rest.splitn(6, ':').nth(5))
+    arn_resource(key)
         .and_then(|resource| resource.strip_prefix("key/"))
         .unwrap_or(key)
 }

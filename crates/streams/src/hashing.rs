@@ -24,8 +24,9 @@ pub fn parse_hash_key(text: &str) -> Option<u128> {
 /// `i * floor(2^128 / n)` and the last one ends at `2^128 - 1`.
 pub fn uniform_ranges(n: u32) -> Vec<(u128, u128)> {
     let n = u128::from(n.max(1));
-    // floor(2^128 / n) computed without overflowing: 2^128 = u128::MAX + 1.
-    let width = u128::MAX / n + u128::from(u128::MAX % n == n - 1);
+    // floor(2^128 / n) computed without overflowing: 2^128 = u128::MAX + 1. For n = 1 it
+    // is 2^128 itself, which wraps to 0; harmless, since one range only uses `u128::MAX`.
+    let width = (u128::MAX / n).wrapping_add(u128::from(u128::MAX % n == n - 1));
     let mut out = Vec::with_capacity(n as usize);
     for i in 0..n {
         let start = width * i;

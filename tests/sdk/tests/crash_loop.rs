@@ -53,7 +53,7 @@ struct StreamModel {
     existence: Existence,
     shard_count: i32,
     /// Sequence number -> (shard id, data) of every acknowledged record.
-    acked: BTreeMap<u128, (String, String)>,
+    acked: BTreeMap<Seq, (String, String)>,
     /// Data of puts that were not acknowledged (they may be stored).
     attempted: BTreeSet<String>,
     /// Shards a split that returned OK closed.
@@ -96,9 +96,37 @@ fn lock(model: &Shared) -> std::sync::MutexGuard<'_, Model> {
     }
 }
 
-fn parse_seq(seq: &str) -> anyhow::Result<u128> {
-    seq.parse()
-        .map_err(|_| anyhow::anyhow!("sequence number {seq:?} is not a decimal u128"))
+/// A sequence number: 56 decimal digits in today's layout, more than a `u128` holds. Kept as
+/// its high and low 30-digit halves, so that the derived order is the numeric order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Seq(u128, u128);
+
+const SEQ_HALF_DIGITS: usize = 30;
+
+impl std::fmt::Display for Seq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0 == 0 {
+            write!(f, "{}", self.1)
+        } else {
+            write!(f, "{}{:030}", self.0, self.1)
+        }
+    }
+}
+
+fn parse_seq(seq: &str) -> anyhow::Result<Seq> {
+    let bad = || anyhow::anyhow!("sequence number {seq:?} is not a decimal of at most 60 digits");
+    if seq.is_empty() || seq.len() > 2 * SEQ_HALF_DIGITS || !seq.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    let split = seq.len().saturating_sub(SEQ_HALF_DIGITS);
+    let high = if split == 0 {
+        0
+    } else {
+        seq[..split].parse().map_err(|_| bad())?
+    };
+    let low = seq[split..].parse().map_err(|_| bad())?;
+    Ok(Seq(high, low))
 }
 
 fn parse_key(key: &str) -> anyhow::Result<u128> {
@@ -301,7 +329,7 @@ async fn writer(
     Ok(())
 }
 
-fn ack(model: &Shared, stream: &str, seq: u128, shard: &str, data: &str) {
+fn ack(model: &Shared, stream: &str, seq: Seq, shard: &str, data: &str) {
     let mut model = lock(model);
     model.n_acked_records += 1;
     if let Some(stream) = model.streams.get_mut(stream) {
@@ -557,7 +585,7 @@ fn check_record(
     stream: &StreamModel,
     name: &str,
     shard: &str,
-    seq: u128,
+    seq: Seq,
     data: &str,
 ) -> anyhow::Result<()> {
     match stream.acked.get(&seq) {
@@ -582,7 +610,7 @@ async fn read_shard(
     client: &Client,
     name: &str,
     shard: &str,
-) -> anyhow::Result<Vec<(u128, String)>> {
+) -> anyhow::Result<Vec<(Seq, String)>> {
     let iterator = timed(
         client
             .get_shard_iterator()
@@ -765,7 +793,7 @@ async fn check_records(
     name: &str,
     shards: &[Shard],
 ) -> anyhow::Result<()> {
-    let mut stored: BTreeMap<String, Vec<(u128, String)>> = BTreeMap::new();
+    let mut stored: BTreeMap<String, Vec<(Seq, String)>> = BTreeMap::new();
     for shard in shards {
         let records = read_shard(client, name, shard.shard_id()).await?;
         for pair in records.windows(2) {
@@ -805,7 +833,7 @@ async fn check_records(
     let Some(stream) = guard.streams.get_mut(name) else {
         return Ok(());
     };
-    let mut found: BTreeMap<u128, (&str, &str)> = BTreeMap::new();
+    let mut found: BTreeMap<Seq, (&str, &str)> = BTreeMap::new();
     for (shard, records) in &stored {
         for (seq, data) in records {
             check_record(stream, name, shard, *seq, data)?;

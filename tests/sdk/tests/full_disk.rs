@@ -233,24 +233,22 @@ async fn real_full_disk(mount: &Path) -> anyhow::Result<()> {
         code == "InternalFailureException" && status == 500 && !message.is_empty(),
         "a full disk answers {status} {code} ({message:?})"
     );
-    // Still full: every write is refused the same way (not poisoned, not hanging).
+    // Still full: a write of the size just refused is refused the same way (not poisoned,
+    // not hanging). (A smaller one may still fit in what is left.)
     for n in 0..3 {
-        let result = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            client
-                .put_record()
-                .stream_name(STREAM)
-                .partition_key(format!("again{n}"))
-                .data(Blob::new(vec![b'a'; RECORD_BYTES]))
-                .send(),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("PutRecord hung on a full disk"))?;
-        let (code, _, status) = service_error(result)?;
-        anyhow::ensure!(
-            code == "InternalFailureException" && status == 500,
-            "while full, a write answers {status} {code}"
-        );
+        match put_batch(&client, PUTS_MAX + n).await? {
+            Ok(records) => anyhow::bail!(
+                "a disk that refused a put took the same put ({} records) right after",
+                records.len()
+            ),
+            Err(error) => {
+                let (code, _, status) = service_error(Err::<(), _>(error))?;
+                anyhow::ensure!(
+                    code == "InternalFailureException" && status == 500,
+                    "while full, a write answers {status} {code}"
+                );
+            }
+        }
     }
 
     // Reads keep working and serve exactly what was acknowledged (the last acknowledged
