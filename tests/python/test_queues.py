@@ -403,6 +403,8 @@ def test_kill_minus_nine_loses_no_record_and_no_acknowledgement(make_server):
     put(kinesis, stream_arn, [d.encode() for d in sorted(all_data)])
     lock = threading.Lock()
     acked: set[str] = set()  # acknowledgements the server answered Successful
+    # Acknowledgements sent when the server died: durable or not, nobody knows.
+    in_doubt: set[str] = set()
     stop = threading.Event()
 
     def worker(endpoint: str) -> None:
@@ -410,8 +412,13 @@ def test_kill_minus_nine_loses_no_record_and_no_acknowledgement(make_server):
         while not stop.is_set():
             try:
                 records = receive(mine, arn, VisibilityTimeoutSeconds=600)
-                answer = ack(mine, arn, records) if records else {"Successful": []}
             except Exception:  # the server was killed under us
+                return
+            try:
+                answer = ack(mine, arn, records) if records else {"Successful": []}
+            except Exception:
+                with lock:
+                    in_doubt.update(r["Data"].decode() for r in records)
                 return
             ok = {s["ReceiptHandle"] for s in answer["Successful"]}
             with lock:
@@ -433,6 +440,7 @@ def test_kill_minus_nine_loses_no_record_and_no_acknowledgement(make_server):
         t.join()
     with lock:
         acked_before = set(acked)
+        unanswered = set(in_doubt)
     proc.restart()
     kinesis = client(proc.endpoint)
     after: collections.Counter = collections.Counter()
@@ -452,4 +460,8 @@ def test_kill_minus_nine_loses_no_record_and_no_acknowledgement(make_server):
     drain()
     assert acked_before & set(after) == set(), "an acknowledged record was delivered again"
     assert [d for d, n in after.items() if n > 1] == []
-    assert acked_before | set(after) == all_data, "records were lost"
+    # A record is either acknowledged before the kill, delivered after the restart, or was
+    # in an acknowledgement the kill cut off (which may have reached the disk).
+    lost = all_data - acked_before - set(after)
+    assert lost <= unanswered, f"records were lost: {sorted(lost - unanswered)[:20]}"
+    assert len(unanswered) <= 4 * 10, "at most one batch per worker is in doubt"

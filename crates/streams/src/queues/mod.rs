@@ -761,6 +761,20 @@ pub(crate) fn recover(
             for (&shard, &offset) in &queue.start_offsets {
                 state.ensure_shard(shard, offset);
             }
+            // Where each shard stood before the log's events: a record between there and
+            // the replayed cursor that no event names is a hole (see `fill_holes`).
+            for shard in &record.shards {
+                if !state.shards.contains_key(&shard.index) {
+                    let start = log.bounds(shard.log_id)?.start_offset;
+                    state.ensure_shard(shard.index, start);
+                }
+            }
+            let base: Vec<(u32, u64)> = state
+                .shards
+                .iter()
+                .map(|(index, shard)| (*index, shard.next_offset))
+                .collect();
+            let mut seen: HashMap<u32, std::collections::BTreeSet<u64>> = HashMap::new();
             let mut n_events = 0u64;
             if log.log_ids().binary_search(&stored.log_id).is_err() {
                 log.create_log(stored.log_id)?;
@@ -785,11 +799,22 @@ pub(crate) fn recover(
                         },
                     )?;
                     for event in &events {
+                        if event.kind == state::EventKind::Lease && event.receive_count == 1 {
+                            seen.entry(event.shard).or_default().insert(event.offset);
+                        }
                         state.apply(event);
                     }
                     n_events += events.len() as u64;
                 }
                 from = read.next_offset;
+            }
+            let empty = std::collections::BTreeSet::new();
+            for (shard, from_offset) in base {
+                let n_holes =
+                    state.fill_holes(shard, from_offset, seen.get(&shard).unwrap_or(&empty));
+                if n_holes > 0 {
+                    tracing::info!(queue = %queue.queue_id, shard, n_holes, "records whose receive was lost in a crash are visible again");
+                }
             }
             let runtime = QueueRuntime::new(
                 queue.queue_id.clone(),

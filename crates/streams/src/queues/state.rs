@@ -39,6 +39,9 @@ pub const DEAD_LETTERS_PER_CALL_MAX: usize = 1_000;
 /// Due records one dead-letter sweep looks at, at most.
 pub const DEAD_LETTER_SCAN_MAX: usize = 10_000;
 
+/// `first_receive_ms` of a slot for a record that was never received (see `fill_holes`).
+pub const NEVER_RECEIVED_MS: i64 = i64::MIN;
+
 const EVENT_BYTES: usize = 38;
 const BATCH_VERSION: u8 = 1;
 const SNAPSHOT_VERSION: u8 = 1;
@@ -306,7 +309,11 @@ impl DeliveryState {
             Some(s) => (
                 s.receive_count.saturating_add(1),
                 s.attempt.saturating_add(1),
-                s.first_receive_ms,
+                if s.first_receive_ms == NEVER_RECEIVED_MS {
+                    now_ms
+                } else {
+                    s.first_receive_ms
+                },
             ),
             None => (1, 1, now_ms),
         };
@@ -353,6 +360,35 @@ impl DeliveryState {
                 event
             })
             .collect()
+    }
+
+    /// After replaying a log: records of `shard` in `[from_offset, next_offset)` that no
+    /// replayed event mentions were reserved by a receive whose lease never reached the
+    /// disk (concurrent receives append in any order, so a later reservation can be
+    /// durable while an earlier one is not). They were never acknowledged, so they get a
+    /// visible, never-received slot instead of passing for acknowledged. `seen` holds the
+    /// offsets of `shard` that replayed first leases named.
+    pub fn fill_holes(&mut self, shard: u32, from_offset: u64, seen: &BTreeSet<u64>) -> usize {
+        let Some(state) = self.shards.get(&shard) else {
+            return 0;
+        };
+        let holes: Vec<u64> = (from_offset..state.next_offset)
+            .filter(|offset| !seen.contains(offset) && !state.slots.contains_key(offset))
+            .collect();
+        for &offset in &holes {
+            let slot = Slot {
+                receive_count: 0,
+                attempt: 0,
+                first_receive_ms: NEVER_RECEIVED_MS,
+                visible_at_ms: 0,
+                dead: false,
+            };
+            if let Some(state) = self.shards.get_mut(&shard) {
+                state.slots.insert(offset, slot);
+            }
+            self.index(shard, offset, &slot);
+        }
+        holes.len()
     }
 
     /// Takes records visible at `now_ms` on one path, oldest visibility first, up to
@@ -602,6 +638,29 @@ mod tests {
         replay.apply(&first);
         assert_eq!(replay.shards[&1].next_offset, 8);
         assert_eq!(replay.n_tracked(), 2);
+    }
+
+    #[test]
+    fn a_reservation_lost_in_a_crash_is_a_hole_not_an_acknowledgement() {
+        // Receives reserved 0..2 and 2..4; only the second one's leases reached the disk,
+        // and offset 3 was acknowledged.
+        let mut replay = DeliveryState::default();
+        replay.ensure_shard(0, 0);
+        let mut seen = BTreeSet::new();
+        for offset in [2, 3] {
+            replay.apply(&DeliveryState::lease_event(0, offset, None, 5, 50, false));
+            seen.insert(offset);
+        }
+        replay.apply(&Event::ack(0, 3));
+        assert_eq!(replay.fill_holes(0, 0, &seen), 2);
+        let (due, _) = replay.take_visible(10, 10, false, Some(6));
+        assert_eq!(
+            due.iter().map(|(_, o, _)| *o).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+        let lease = DeliveryState::lease_event(0, 0, replay.slot(0, 0), 10, 60, false);
+        assert_eq!((lease.receive_count, lease.first_receive_ms), (1, 10));
+        assert_eq!(replay.check(0, 3, 1, false), Check::Acknowledged);
     }
 
     #[test]
