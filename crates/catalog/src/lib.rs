@@ -1,5 +1,5 @@
-//! Transactional metadata for Millrace: streams, shards and their lineage, consumers, tags,
-//! policies, account settings, Firehose delivery streams and their progress, and the
+//! Transactional metadata for Millrace: streams, shards and their lineage, consumers, queues
+//! and their delivery snapshots, tags, policies, account settings, Firehose delivery streams and their progress, and the
 //! allocator of log ids.
 //!
 //! The catalog is a thin typed layer over one redb database (`catalog.redb` in the data
@@ -36,6 +36,9 @@ pub enum Table {
     /// Firehose delivery progress (delivered offset, source shard positions), keyed like
     /// `DeliveryStreams`; apart so the frequent checkpoint writes stay small.
     DeliveryCheckpoints,
+    /// Kinesis queue delivery state (`QueueStateRecord`), keyed by queue id; apart from
+    /// the stream record so a snapshot does not rewrite it.
+    QueueStates,
 }
 
 impl Table {
@@ -47,16 +50,18 @@ impl Table {
             Table::DataKeys => TableDefinition::new("data_keys"),
             Table::DeliveryStreams => TableDefinition::new("delivery_streams"),
             Table::DeliveryCheckpoints => TableDefinition::new("delivery_checkpoints"),
+            Table::QueueStates => TableDefinition::new("queue_states"),
         }
     }
 
-    const ALL: [Table; 6] = [
+    const ALL: [Table; 7] = [
         Table::Streams,
         Table::Accounts,
         Table::Meta,
         Table::DataKeys,
         Table::DeliveryStreams,
         Table::DeliveryCheckpoints,
+        Table::QueueStates,
     ];
 }
 

@@ -123,6 +123,48 @@ pub struct StreamRecord {
     /// Times of stream-mode switches (twice per rolling 24 hours).
     #[serde(default)]
     pub mode_updates_ms: Vec<i64>,
+    /// Queues created on the stream (they share the registered-consumer limit with
+    /// `consumers`). Their delivery state is in `Table::QueueStates`.
+    #[serde(default)]
+    pub queues: Vec<QueueRecord>,
+}
+
+/// A queue's configuration. Its delivery state (what was received, acknowledged,
+/// dead-lettered) is a `QueueStateRecord` plus the events in the queue's own log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRecord {
+    pub name: String,
+    /// The generated resource id in the queue ARN (`...:queue/ID`), unique per
+    /// installation; also the key of the queue's `QueueStateRecord`.
+    pub queue_id: String,
+    pub created_ms: i64,
+    pub lifecycle: Lifecycle,
+    pub visibility_timeout_secs: u32,
+    /// `None`: dead-letter handling off (`TargetType` NONE); `Some(n)`: a record received
+    /// `n` times without an acknowledgement becomes a dead letter.
+    pub max_receive_count: Option<u32>,
+    /// `LATEST`, `TRIM_HORIZON` or `AT_TIMESTAMP`, as requested.
+    pub starting_position: String,
+    /// The requested `AT_TIMESTAMP` time.
+    pub starting_timestamp_ms: Option<i64>,
+    /// The effective starting time DescribeQueue reports once the queue is ACTIVE.
+    pub effective_start_ms: i64,
+    /// Where delivery starts in each shard that existed at creation (shard index → log
+    /// offset); shards created later start at their beginning.
+    pub start_offsets: BTreeMap<u32, u64>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub policy: Option<String>,
+}
+
+/// Where a queue's delivery state lives: a snapshot of its index (the `streams` crate's
+/// byte layout, base64) taken when `log_id` was started, plus every event appended to
+/// `log_id` since. A new snapshot starts a new log, so the events never grow unbounded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStateRecord {
+    pub log_id: u64,
+    pub snapshot: String,
 }
 
 /// A data key of an encrypted stream: 32 random bytes, stored only wrapped (AES-256-GCM)

@@ -4,7 +4,8 @@
 //! names) and before the service sees the request. The action is `kinesis:` plus the
 //! operation name; the resource is the stream ARN (from StreamARN, or StreamName in the
 //! caller's account and region, or the stream a shard iterator or ListShards NextToken
-//! refers to), the consumer ARN for consumer operations, the ResourceARN of the
+//! refers to), the consumer ARN for consumer operations, the queue ARN for queue operations
+//! (the stream ARN for CreateQueue), the ResourceARN of the
 //! tag/policy operations, and `*` for ListStreams, DescribeLimits and the account settings.
 //! The identity policies come from the configuration (attached to principals); the resource
 //! policy is the one PutResourcePolicy stored on that stream or consumer. `policy::evaluate`
@@ -110,8 +111,25 @@ pub fn resource_of(streams: &Streams, ctx: &RequestContext, request: &Request) -
         R::PutResourcePolicy(i) => i.resource_arn.clone(),
         R::GetResourcePolicy(i) => i.resource_arn.clone(),
         R::DeleteResourcePolicy(i) => i.resource_arn.clone(),
-        // ListStreams, DescribeLimits, the account settings and the operations Millrace
-        // does not serve yet act on no resource.
+        R::UpdateStreamRecordDistributionStrategy(i) => i.stream_arn.clone(),
+        // CreateQueue acts on the stream it reads (the queue has no ARN yet); every other
+        // queue operation on the queue's ARN.
+        R::CreateQueue(i) => i
+            .stream_configuration_list
+            .first()
+            .map_or_else(|| "*".to_string(), |c| c.stream_arn.clone()),
+        R::DescribeQueue(i) => i.queue_arn.clone(),
+        R::UpdateQueue(i) => i.queue_arn.clone(),
+        R::DeleteQueue(i) => i.queue_arn.clone(),
+        R::ReceiveQueueRecords(i) => i.queue_arn.clone(),
+        R::AcknowledgeQueueRecords(i) => i.queue_arn.clone(),
+        R::UpdateQueueRecordsVisibility(i) => i.queue_arn.clone(),
+        R::ReceiveDeadLetterQueueRecords(i) => i.queue_arn.clone(),
+        R::AcknowledgeDeadLetterQueueRecords(i) => i.queue_arn.clone(),
+        R::UpdateDeadLetterQueueRecordsVisibility(i) => i.queue_arn.clone(),
+        R::RestoreDeadLetterQueueRecords(i) => i.queue_arn.clone(),
+        // ListStreams, ListQueues, DescribeLimits, the account settings and the operations
+        // Millrace does not serve yet act on no resource.
         _ => "*".to_string(),
     }
 }

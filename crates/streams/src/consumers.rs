@@ -132,7 +132,13 @@ impl Inner {
                     ),
                 });
             }
-            if record.consumers.iter().filter(live).count() >= limit {
+            // Queues share the registered-consumer limit with enhanced fan-out consumers.
+            let queues = record
+                .queues
+                .iter()
+                .filter(|q| crate::queues::queue_exists(q, now))
+                .count();
+            if record.consumers.iter().filter(live).count() + queues >= limit {
                 return Err(Error::LimitExceeded {
                     message: format!(
                         "Stream {} under account {} has reached the limit of {limit} registered \

@@ -334,6 +334,7 @@ impl Inner {
                 .map(|s| s.as_str().to_string()),
             shard_count_updates_ms: Vec::new(),
             mode_updates_ms: Vec::new(),
+            queues: Vec::new(),
         };
         self.catalog
             .write(|txn| txn.put(Table::Streams, &key, &record))?;
@@ -366,6 +367,15 @@ impl Inner {
                     message: format!(
                         "Stream {} under account {} has registered consumers. Deregister them \
                          first or set EnforceConsumerDeletion.",
+                        view.record.name, view.record.account
+                    ),
+                });
+            }
+            if self.live_queue_count(&view.record, now) > 0 {
+                return Err(Error::ResourceInUse {
+                    message: format!(
+                        "Stream {} under account {} has queues. Delete every queue on the \
+                         stream before deleting the stream.",
                         view.record.name, view.record.account
                     ),
                 });
@@ -487,12 +497,22 @@ impl Inner {
                         target_mi_bps: Some(mibps as i32),
                     }
                 }),
-                record_distribution_strategy: record
-                    .record_distribution_strategy
-                    .as_deref()
-                    .and_then(k::RecordDistributionStrategy::from_str_opt),
+                // Only on-demand streams have a strategy (USER_PARTITION_KEY by default).
+                record_distribution_strategy: (record.mode == m::StreamMode::OnDemand).then(|| {
+                    record
+                        .record_distribution_strategy
+                        .as_deref()
+                        .and_then(k::RecordDistributionStrategy::from_str_opt)
+                        .unwrap_or(k::RecordDistributionStrategy::UserPartitionKey)
+                }),
                 channel_count: None,
-                queue_count: None,
+                queue_count: Some(
+                    record
+                        .queues
+                        .iter()
+                        .filter(|q| crate::queues::queue_exists(q, now))
+                        .count() as i32,
+                ),
             },
         })
     }
@@ -848,6 +868,22 @@ impl Inner {
             Resource::Consumer(entry, name) => {
                 crate::consumers::tag_consumer(self, &entry, &name, input.tags)
             }
+            Resource::Queue(entry, queue_id) => {
+                check_tags(&input.tags)?;
+                self.mutate(&entry, |record| {
+                    if let Some(queue) = record.queues.iter_mut().find(|q| q.queue_id == queue_id) {
+                        queue.tags.extend(input.tags);
+                        if queue.tags.len() > TAGS_PER_STREAM_MAX {
+                            return Err(Error::LimitExceeded {
+                                message: format!(
+                                    "A queue cannot have more than {TAGS_PER_STREAM_MAX} tags."
+                                ),
+                            });
+                        }
+                    }
+                    Ok(())
+                })
+            }
         }
     }
 
@@ -871,6 +907,14 @@ impl Inner {
                 }
                 Ok(())
             }),
+            Resource::Queue(entry, queue_id) => self.mutate(&entry, |record| {
+                if let Some(queue) = record.queues.iter_mut().find(|q| q.queue_id == queue_id) {
+                    for key in &input.tag_keys {
+                        queue.tags.remove(key);
+                    }
+                }
+                Ok(())
+            }),
         }
     }
 
@@ -888,6 +932,14 @@ impl Inner {
                 .iter()
                 .find(|c| c.name == name)
                 .map(|c| c.tags.clone())
+                .unwrap_or_default(),
+            Resource::Queue(entry, queue_id) => entry
+                .view()
+                .record
+                .queues
+                .iter()
+                .find(|q| q.queue_id == queue_id)
+                .map(|q| q.tags.clone())
                 .unwrap_or_default(),
         };
         Ok(k::ListTagsForResourceOutput {
@@ -943,6 +995,12 @@ impl Inner {
                 }
                 Ok(())
             }),
+            Resource::Queue(entry, queue_id) => self.mutate(&entry, |record| {
+                if let Some(queue) = record.queues.iter_mut().find(|q| q.queue_id == queue_id) {
+                    queue.policy = policy;
+                }
+                Ok(())
+            }),
         }
     }
 
@@ -960,6 +1018,13 @@ impl Inner {
                 .iter()
                 .find(|c| c.name == name)
                 .and_then(|c| c.policy.clone()),
+            Resource::Queue(entry, queue_id) => entry
+                .view()
+                .record
+                .queues
+                .iter()
+                .find(|q| q.queue_id == queue_id)
+                .and_then(|q| q.policy.clone()),
         };
         // AWS answers an empty policy, not an error, when none is set.
         Ok(k::GetResourcePolicyOutput {
@@ -969,6 +1034,10 @@ impl Inner {
 
     /// Resolves a stream or consumer ARN.
     pub(crate) fn find_resource(&self, ctx: &RequestContext, arn: &str) -> Result<Resource, Error> {
+        if crate::queues::parse_queue_arn(arn).is_some() {
+            let (entry, queue, _) = self.find_queue(ctx, arn)?;
+            return Ok(Resource::Queue(entry, queue.queue_id));
+        }
         let entry = self.find_stream(ctx, None, Some(arn))?;
         if let Some((_, consumer_part)) = arn.split_once("/consumer/") {
             let name = consumer_part
@@ -1146,6 +1215,38 @@ impl Inner {
         })
     }
 
+    /// UpdateStreamRecordDistributionStrategy: on-demand streams only; takes effect for the
+    /// next record written (records already stored stay where they are).
+    pub(crate) fn update_record_distribution_strategy(
+        &self,
+        ctx: &RequestContext,
+        input: k::UpdateStreamRecordDistributionStrategyInput,
+    ) -> Result<(), Error> {
+        let entry = self.find_stream(ctx, None, Some(&input.stream_arn))?;
+        let now = self.now_ms();
+        self.mutate(&entry, |record| {
+            if record.mode != m::StreamMode::OnDemand {
+                return Err(Error::invalid(format!(
+                    "The record distribution strategy is only supported for streams in \
+                     on-demand capacity mode. Stream {} under account {} is in PROVISIONED \
+                     mode.",
+                    record.name, record.account
+                )));
+            }
+            let status = record.lifecycle.at(now);
+            if status != Status::Active {
+                return Err(Error::StreamNotActive {
+                    name: record.name.clone(),
+                    account: record.account.clone(),
+                    status: crate::status_str(status),
+                });
+            }
+            record.record_distribution_strategy =
+                Some(input.record_distribution_strategy.as_str().to_string());
+            Ok(())
+        })
+    }
+
     pub(crate) fn update_max_record_size(
         &self,
         ctx: &RequestContext,
@@ -1194,6 +1295,8 @@ impl Inner {
 pub(crate) enum Resource {
     Stream(Arc<StreamEntry>),
     Consumer(Arc<StreamEntry>, String),
+    /// A queue: its stream and its queue id.
+    Queue(Arc<StreamEntry>, String),
 }
 
 #[derive(Clone, Copy, Debug)]

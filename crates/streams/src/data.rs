@@ -75,7 +75,12 @@ impl Inner {
         }
     }
 
-    fn hash_key_for(&self, record: &Incoming) -> Result<u128, Error> {
+    fn hash_key_for(&self, record: &Incoming, auto: bool) -> Result<u128, Error> {
+        if auto {
+            // AUTO distribution: partition key and ExplicitHashKey are ignored for
+            // placement; a uniformly random point of the key space spreads records evenly.
+            return Ok(rand::RngExt::random::<u128>(&mut *self.rng.lock()));
+        }
         match (&record.explicit_hash_key, &record.partition_key) {
             (Some(text), _) => hashing::parse_hash_key(text).ok_or_else(|| {
                 Error::invalid(format!(
@@ -87,7 +92,12 @@ impl Inner {
             (None, Some(key)) => Ok(hashing::partition_key_hash(key)),
             // Without a partition key (allowed by the newest model for streams that
             // distribute records themselves) pick a random point of the key space.
-            (None, None) => Ok(rand::RngExt::random::<u128>(&mut *self.rng.lock())),
+            (None, None) => Err(Error::Validation {
+                message: "1 validation error detected: Value null at 'partitionKey' failed to \
+                          satisfy constraint: Member must not be null (the stream uses the \
+                          USER_PARTITION_KEY record distribution strategy)"
+                    .to_string(),
+            }),
         }
     }
 
@@ -131,6 +141,8 @@ impl Inner {
             None => None,
         };
         let now = self.now_ms();
+        let auto = view.record.mode == millrace_catalog::model::StreamMode::OnDemand
+            && view.record.record_distribution_strategy.as_deref() == Some("AUTO");
         let mut routed = Vec::with_capacity(records.len());
         for record in &records {
             let size = record.data.len() + record.partition_key.as_ref().map_or(0, String::len);
@@ -144,7 +156,7 @@ impl Inner {
                     ),
                 });
             }
-            let hash_key = self.hash_key_for(record)?;
+            let hash_key = self.hash_key_for(record, auto)?;
             let shard = view.route(hash_key).ok_or_else(|| {
                 // Open shards always tile the key space; reaching this is a bug.
                 Error::invalid(format!("No open shard owns hash key {hash_key}."))

@@ -11,8 +11,11 @@
 //! Time comes from the injected `Clock` and randomness from a seeded RNG, so lifecycle
 //! delays, iterator expiry and retention can be driven by tests.
 //!
-//! Not here: authentication (the server's), the 2026 queue and channel operations (a later
-//! issue; they answer `UnknownOperationException` for now).
+//! Stream queues and their dead-letter handling are in `queues`, with their own durable
+//! delivery state.
+//!
+//! Not here: authentication (the server's), the 2026 channel operations (they answer
+//! `UnknownOperationException` for now).
 
 mod codec;
 mod consumers;
@@ -22,6 +25,7 @@ mod data;
 mod error;
 pub mod hashing;
 pub mod iterator;
+pub mod queues;
 mod reshard;
 mod resources;
 pub mod seqnum;
@@ -34,7 +38,7 @@ use std::sync::Arc;
 use millrace_catalog::model::{AccountRecord, Lifecycle, ShardRecord, Status, StreamRecord};
 use millrace_catalog::{Catalog, Table};
 use millrace_log::{Clock, Log};
-use millrace_wire::kinesis::{Request, Response};
+use millrace_wire::kinesis::{self as k, Request, Response};
 use parking_lot::{Mutex, RwLock};
 use rand::{RngExt, SeedableRng};
 
@@ -129,6 +133,8 @@ pub(crate) struct Inner {
     pub rng: Mutex<rand::rngs::StdRng>,
     /// Encryption at rest (data keys per shard, wrapped by the key store's master keys).
     pub crypto: crypto::Crypto,
+    /// Queue runtimes (delivery index, log, waiters) by queue id.
+    pub queues: RwLock<HashMap<String, Arc<queues::QueueRuntime>>>,
 }
 
 /// An immutable snapshot of a stream's metadata plus what the data path derives from it.
@@ -307,6 +313,8 @@ impl Streams {
         let streams: Vec<(String, StreamRecord)> = catalog.load_all(Table::Streams)?;
         let accounts: Vec<(String, AccountRecord)> = catalog.load_all(Table::Accounts)?;
         let mut live_logs = std::collections::HashSet::new();
+        let (queue_runtimes, queue_logs) = queues::recover(&catalog, &log, &streams)?;
+        live_logs.extend(queue_logs);
         let mut registry = HashMap::new();
         for (key, record) in streams {
             for shard in &record.shards {
@@ -337,6 +345,7 @@ impl Streams {
                 creating: Mutex::new(()),
                 accounts: RwLock::new(accounts.into_iter().collect()),
                 rng: Mutex::new(rng),
+                queues: RwLock::new(queue_runtimes),
             }),
         })
     }
@@ -495,6 +504,174 @@ impl Streams {
             Request::UpdateStreamWarmThroughput(input) => Response::UpdateStreamWarmThroughput(
                 inner.update_stream_warm_throughput(ctx, input)?,
             ),
+            Request::UpdateStreamRecordDistributionStrategy(input) => {
+                inner.update_record_distribution_strategy(ctx, input)?;
+                Response::UpdateStreamRecordDistributionStrategy
+            }
+            Request::CreateQueue(input) => Response::CreateQueue(inner.create_queue(ctx, input)?),
+            Request::DescribeQueue(input) => {
+                Response::DescribeQueue(inner.describe_queue(ctx, input)?)
+            }
+            Request::ListQueues(input) => Response::ListQueues(inner.list_queues(ctx, input)?),
+            Request::UpdateQueue(input) => Response::UpdateQueue(inner.update_queue(ctx, input)?),
+            Request::DeleteQueue(input) => {
+                inner.delete_queue(ctx, input)?;
+                Response::DeleteQueue
+            }
+            Request::ReceiveQueueRecords(input) => {
+                Response::ReceiveQueueRecords(k::ReceiveQueueRecordsOutput {
+                    queue_records: inner
+                        .receive_queue_records(
+                            ctx,
+                            &input.queue_arn,
+                            input.limit,
+                            input.wait_time_seconds,
+                            input.visibility_timeout_seconds,
+                            false,
+                        )
+                        .await?,
+                })
+            }
+            Request::ReceiveDeadLetterQueueRecords(input) => {
+                Response::ReceiveDeadLetterQueueRecords(k::ReceiveDeadLetterQueueRecordsOutput {
+                    queue_records: inner
+                        .receive_queue_records(
+                            ctx,
+                            &input.queue_arn,
+                            input.limit,
+                            input.wait_time_seconds,
+                            input.visibility_timeout_seconds,
+                            true,
+                        )
+                        .await?,
+                })
+            }
+            Request::AcknowledgeQueueRecords(input) => {
+                let handles: Vec<String> = input
+                    .entries
+                    .into_iter()
+                    .map(|e| e.receipt_handle)
+                    .collect();
+                let results = inner
+                    .acknowledge(ctx, &input.queue_arn, &handles, false)
+                    .await?;
+                let (successful, failed) = queues::split_results(
+                    handles,
+                    results,
+                    |receipt_handle| k::AcknowledgeQueueRecordsResultEntry { receipt_handle },
+                    |receipt_handle, code, message| k::AcknowledgeQueueRecordsErrorEntry {
+                        receipt_handle,
+                        error_code: code.to_string(),
+                        error_message: Some(message),
+                    },
+                );
+                Response::AcknowledgeQueueRecords(k::AcknowledgeQueueRecordsOutput {
+                    successful,
+                    failed,
+                })
+            }
+            Request::AcknowledgeDeadLetterQueueRecords(input) => {
+                let handles: Vec<String> = input
+                    .entries
+                    .into_iter()
+                    .map(|e| e.receipt_handle)
+                    .collect();
+                let results = inner
+                    .acknowledge(ctx, &input.queue_arn, &handles, true)
+                    .await?;
+                let (successful, failed) = queues::split_results(
+                    handles,
+                    results,
+                    |receipt_handle| k::AcknowledgeDeadLetterQueueRecordsResultEntry {
+                        receipt_handle,
+                    },
+                    |receipt_handle, code, message| {
+                        k::AcknowledgeDeadLetterQueueRecordsErrorEntry {
+                            receipt_handle,
+                            error_code: code.to_string(),
+                            error_message: Some(message),
+                        }
+                    },
+                );
+                Response::AcknowledgeDeadLetterQueueRecords(
+                    k::AcknowledgeDeadLetterQueueRecordsOutput { successful, failed },
+                )
+            }
+            Request::UpdateQueueRecordsVisibility(input) => {
+                let entries: Vec<(String, i32)> = input
+                    .entries
+                    .into_iter()
+                    .map(|e| (e.receipt_handle, e.visibility_timeout_seconds))
+                    .collect();
+                let results = inner
+                    .change_visibility(ctx, &input.queue_arn, &entries, false)
+                    .await?;
+                let handles = entries.into_iter().map(|(h, _)| h).collect();
+                let (successful, failed) = queues::split_results(
+                    handles,
+                    results,
+                    |receipt_handle| k::UpdateQueueRecordsVisibilityResultEntry { receipt_handle },
+                    |receipt_handle, code, message| k::UpdateQueueRecordsVisibilityErrorEntry {
+                        receipt_handle,
+                        error_code: code.to_string(),
+                        error_message: Some(message),
+                    },
+                );
+                Response::UpdateQueueRecordsVisibility(k::UpdateQueueRecordsVisibilityOutput {
+                    successful,
+                    failed,
+                })
+            }
+            Request::UpdateDeadLetterQueueRecordsVisibility(input) => {
+                let entries: Vec<(String, i32)> = input
+                    .entries
+                    .into_iter()
+                    .map(|e| (e.receipt_handle, e.visibility_timeout_seconds))
+                    .collect();
+                let results = inner
+                    .change_visibility(ctx, &input.queue_arn, &entries, true)
+                    .await?;
+                let handles = entries.into_iter().map(|(h, _)| h).collect();
+                let (successful, failed) = queues::split_results(
+                    handles,
+                    results,
+                    |receipt_handle| k::UpdateDeadLetterQueueRecordsVisibilityResultEntry {
+                        receipt_handle,
+                    },
+                    |receipt_handle, code, message| {
+                        k::UpdateDeadLetterQueueRecordsVisibilityErrorEntry {
+                            receipt_handle,
+                            error_code: code.to_string(),
+                            error_message: Some(message),
+                        }
+                    },
+                );
+                Response::UpdateDeadLetterQueueRecordsVisibility(
+                    k::UpdateDeadLetterQueueRecordsVisibilityOutput { successful, failed },
+                )
+            }
+            Request::RestoreDeadLetterQueueRecords(input) => {
+                let handles: Vec<String> = input
+                    .entries
+                    .into_iter()
+                    .map(|e| e.receipt_handle)
+                    .collect();
+                let results = inner.restore(ctx, &input.queue_arn, &handles).await?;
+                let (successful, failed) = queues::split_results(
+                    handles,
+                    results,
+                    |receipt_handle| k::RestoreDeadLetterQueueRecordsResultEntry { receipt_handle },
+                    |receipt_handle, code, message| k::RestoreDeadLetterQueueRecordsErrorEntry {
+                        receipt_handle,
+                        error_code: code.to_string(),
+                        error_message: Some(message),
+                    },
+                );
+                Response::RestoreDeadLetterQueueRecords(k::RestoreDeadLetterQueueRecordsOutput {
+                    successful,
+                    failed,
+                })
+            }
             other => {
                 return Err(Error::Unsupported {
                     operation: other.operation().name(),
@@ -521,6 +698,19 @@ impl Streams {
 
     /// Deletes every stream and account setting (the reset call for test suites).
     pub async fn reset(&self) -> Result<(), Error> {
+        let runtimes: Vec<Arc<queues::QueueRuntime>> =
+            self.inner.queues.write().drain().map(|(_, r)| r).collect();
+        let queue_logs: Vec<u64> = runtimes
+            .iter()
+            .map(|r| r.log_id.load(std::sync::atomic::Ordering::SeqCst))
+            .collect();
+        for runtime in &runtimes {
+            runtime.notify.notify_waiters();
+        }
+        self.inner.log.delete_logs(&queue_logs)?;
+        self.inner
+            .catalog
+            .write(|txn| txn.clear(Table::QueueStates))?;
         let entries: Vec<Arc<StreamEntry>> = self.inner.registry.read().values().cloned().collect();
         for entry in entries {
             let _gate = entry.gate.write().await;
@@ -717,6 +907,7 @@ impl Inner {
                 self.crypto.forget_logs(&log_ids)?;
             }
             consumers::finish_consumer_changes(self, &entry, now)?;
+            self.queue_housekeeping(&entry, now).await?;
             self.scale_on_demand(&entry, now).await?;
         }
         Ok(())
@@ -737,7 +928,16 @@ impl Inner {
                 registry.remove(&entry.key);
             }
         }
-        let log_ids: Vec<u64> = view.record.shards.iter().map(|s| s.log_id).collect();
+        let mut log_ids: Vec<u64> = view.record.shards.iter().map(|s| s.log_id).collect();
+        // Queues left DELETING when their stream went: their state goes with it.
+        for queue in &view.record.queues {
+            if let Some(runtime) = self.queues.write().remove(&queue.queue_id) {
+                runtime.notify.notify_waiters();
+                log_ids.push(runtime.log_id.load(std::sync::atomic::Ordering::SeqCst));
+            }
+            self.catalog
+                .write(|txn| txn.delete(Table::QueueStates, &queue.queue_id))?;
+        }
         self.log.delete_logs(&log_ids)?;
         self.crypto.forget_logs(&log_ids)?;
         Ok(())

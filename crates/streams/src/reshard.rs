@@ -407,6 +407,15 @@ impl Inner {
                     ),
                 });
             }
+            if mode == m::StreamMode::Provisioned && self.live_queue_count(&record, now) > 0 {
+                return Err(Error::ResourceInUse {
+                    message: format!(
+                        "Stream {} under account {} has queues. Delete every queue on the \
+                         stream before switching it to PROVISIONED mode.",
+                        record.name, record.account
+                    ),
+                });
+            }
             b.record.mode_updates_ms.retain(|&t| now - t < DAY_MS);
             b.record.mode_updates_ms.push(now);
             b.record.mode = mode;

@@ -1,5 +1,5 @@
 //! What the server's authorization needs to know about resources before a request runs:
-//! the resource policies that PutResourcePolicy stored, the full ARN of a consumer named by
+//! the resource policies that PutResourcePolicy stored (streams, consumers, queues), the full ARN of a consumer named by
 //! stream and name, and the stream an opaque token (shard iterator, ListShards NextToken)
 //! refers to. Read-only lookups on the in-memory registry; no HTTP, no policy logic (the
 //! server evaluates the documents).
@@ -21,8 +21,27 @@ impl Streams {
         stream_exists(&view.record, self.inner.now_ms()).then_some(view)
     }
 
-    /// The resource policy attached to a stream or consumer ARN, if any.
+    /// The resource policy attached to a stream, consumer or queue ARN, if any.
     pub fn resource_policy(&self, arn: &str) -> Option<String> {
+        if let Some((account, region, queue_id)) = crate::queues::parse_queue_arn(arn) {
+            let runtime = self.inner.queues.read().get(&queue_id).cloned()?;
+            if runtime.account != account || runtime.region != region {
+                return None;
+            }
+            let entry = self
+                .inner
+                .registry
+                .read()
+                .get(&runtime.stream_key)
+                .cloned()?;
+            let view = entry.view();
+            return view
+                .record
+                .queues
+                .iter()
+                .find(|q| q.queue_id == queue_id)
+                .and_then(|q| q.policy.clone());
+        }
         let view = self.view_by_arn(arn)?;
         match arn.split_once("/consumer/") {
             Some((_, consumer)) => {
