@@ -498,7 +498,14 @@ async fn aws_request(
         };
         return error_response(format, kind, None);
     }
-    if !chunked && !parses(format, &body) {
+    // The hot requests (PutRecords, PutRecord) decode in one pass here; a body the fast
+    // decoder accepts is valid, so its syntax needs no separate check. Anything it declines
+    // takes the ordinary path below, errors included, in AWS's order.
+    let mut predecoded = match operation {
+        Some(operation) if !chunked => kinesis::fast::decode(operation, format, &body),
+        _ => None,
+    };
+    if !chunked && predecoded.is_none() && !parses(format, &body) {
         return error_response(format, ErrorKind::SerializationException, None);
     }
     if operation.is_none() && firehose_operation.is_none() {
@@ -510,10 +517,15 @@ async fn aws_request(
     } else {
         auth::SIGNING_SERVICE
     };
+    let received = body.clone();
     let (identity, body) = match authenticate(app, &parts, body, signing_service) {
         Ok(pair) => pair,
         Err((kind, message)) => return error_response(format, kind, Some(&message)),
     };
+    if body.as_ptr() != received.as_ptr() || body.len() != received.len() {
+        // Authentication decoded the body (aws-chunked): what was decoded before is stale.
+        predecoded = None;
+    }
     if chunked && !parses(format, &body) {
         return error_response(format, ErrorKind::SerializationException, None);
     }
@@ -532,10 +544,11 @@ async fn aws_request(
         request_id: request_id.to_string(),
         principal: identity.principal.as_ref().map(|p| p.arn.clone()),
     };
-    let decoded = match kinesis::decode_request(operation, format, &body) {
-        Ok(decoded) => decoded,
-        Err(error) => return error_response(format, error.kind, error.message.as_deref()),
-    };
+    let decoded =
+        match predecoded.map_or_else(|| kinesis::decode_request(operation, format, &body), Ok) {
+            Ok(decoded) => decoded,
+            Err(error) => return error_response(format, error.kind, error.message.as_deref()),
+        };
     if let (Some(security), Some(principal)) = (&app.security, &identity.principal) {
         let secure = parts.extensions.get::<SecureTransport>().is_some();
         if let Err((kind, message)) =
@@ -560,7 +573,7 @@ async fn aws_request(
 
 fn parses(format: Format, body: &[u8]) -> bool {
     match format {
-        Format::Json => millrace_wire::json::parse(body).is_ok(),
+        Format::Json => millrace_wire::json::is_valid(body),
         Format::Cbor => millrace_wire::cbor::parse(body).is_ok(),
     }
 }
