@@ -67,11 +67,11 @@ fn delivery_stream_name(request: &fh::Request) -> Option<&str> {
     })
 }
 
-pub(crate) fn reset(app: &App) {
+pub(crate) fn reset(app: &App, request_id: &str) {
     if let Some(firehose) = &app.firehose
         && let Err(error) = firehose.reset()
     {
-        tracing::error!(%error, "Firehose reset failed");
+        tracing::error!(%request_id, %error, "Firehose reset failed");
     }
 }
 
@@ -125,7 +125,11 @@ pub(crate) async fn respond(
         }
         Err(error) => {
             if error.internal {
-                tracing::error!(detail = %error.detail, "Firehose request failed inside Millrace");
+                tracing::error!(
+                    %request_id,
+                    detail = %error.detail,
+                    "Firehose request failed inside Millrace"
+                );
             } else {
                 tracing::debug!(detail = %error.detail, "Firehose request refused");
             }

@@ -32,9 +32,10 @@ pub fn respond(
 ) -> Response<Body> {
     let mut subscription = match app.streams.subscribe_to_shard(ctx, input) {
         Ok(subscription) => subscription,
-        Err(error) => return service_error(format, &error),
+        Err(error) => return service_error(format, &error, &ctx.request_id),
     };
     let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(EVENTS_BUFFERED_MAX);
+    let request_id = ctx.request_id.clone();
     tokio::spawn(async move {
         if sender
             .send(Bytes::from(eventstream::encode_initial_response(format)))
@@ -49,7 +50,7 @@ pub fn respond(
                 Err(error) => {
                     let (kind, message) = error.to_aws();
                     if error.is_internal() {
-                        tracing::error!(%error, "subscription failed inside Millrace");
+                        tracing::error!(%request_id, %error, "subscription failed inside Millrace");
                     }
                     let frame = eventstream::encode_exception(format, kind, message.as_deref());
                     let _ = sender.send(Bytes::from(frame)).await;

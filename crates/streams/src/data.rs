@@ -169,6 +169,13 @@ impl Inner {
         // Admission against the per-shard limits, in request order.
         let mut outcomes = Vec::with_capacity(records.len());
         let mut batch = Vec::with_capacity(records.len());
+        // Every payload of the batch in one allocation (codec::encode_in).
+        let mut payloads = bytes::BytesMut::with_capacity(
+            records
+                .iter()
+                .map(|r| codec::encoded_len(r.partition_key.as_deref(), &r.data))
+                .sum(),
+        );
         {
             let mut limits = entry.limits.lock();
             let mut load = entry.load.lock();
@@ -187,7 +194,8 @@ impl Inner {
                     });
                     batch.push(AppendRecord {
                         log_id: shard.log_id,
-                        payload: codec::encode(
+                        payload: codec::encode_in(
+                            &mut payloads,
                             record.partition_key.as_deref(),
                             &record.data,
                             encrypted,

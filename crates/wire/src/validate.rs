@@ -13,7 +13,9 @@
 //! state (those are the service's).
 
 use crate::WireError;
-use crate::shape::{LengthRange, Member, Shape, ShapeKind, StructureShape, bound_text};
+use crate::shape::{
+    LengthRange, Member, Shape, ShapeKind, StringShape, StructureShape, bound_text,
+};
 use crate::value::Value;
 use std::fmt::{self, Write as _};
 
@@ -268,25 +270,7 @@ fn check_value(path: &Path<'_>, value: &Value, shape: &'static Shape, errors: &m
 fn own_violations(value: &Value, shape: &Shape) -> Vec<String> {
     let mut violations = Vec::new();
     match (&shape.kind, value) {
-        (ShapeKind::String(s), Value::String(text)) => {
-            if !s.enum_values.is_empty() && !s.enum_values.contains(&text.as_str()) {
-                violations.push(s.enum_message.to_owned());
-            }
-            if let Some(pattern) = s.pattern.filter(|pattern| !pattern.is_match(text)) {
-                violations.push(format!(
-                    "Member must satisfy regular expression pattern: {}",
-                    pattern.source
-                ));
-            }
-            if s.length.min.is_some() || s.length.max.is_some() {
-                let chars = if text.is_ascii() {
-                    text.len()
-                } else {
-                    text.chars().count()
-                };
-                length_violations(chars, &s.length, &mut violations);
-            }
-        }
+        (ShapeKind::String(s), Value::String(text)) => string_violations(text, s, &mut violations),
         (ShapeKind::Blob(range), Value::Blob(bytes)) => {
             length_violations(bytes.len(), range, &mut violations)
         }
@@ -321,6 +305,52 @@ fn own_violations(value: &Value, shape: &Shape) -> Vec<String> {
         _ => {}
     }
     violations
+}
+
+fn string_violations(text: &str, s: &StringShape, violations: &mut Vec<String>) {
+    if !s.enum_values.is_empty() && !s.enum_values.contains(&text) {
+        violations.push(s.enum_message.to_owned());
+    }
+    if let Some(pattern) = s.pattern.filter(|pattern| !pattern.is_match(text)) {
+        violations.push(format!(
+            "Member must satisfy regular expression pattern: {}",
+            pattern.source
+        ));
+    }
+    if s.length.min.is_some() || s.length.max.is_some() {
+        let chars = if text.is_ascii() {
+            text.len()
+        } else {
+            text.chars().count()
+        };
+        length_violations(chars, &s.length, violations);
+    }
+}
+
+/// Whether a string satisfies the constraints of a string `shape` (enum, pattern, length):
+/// the checks [`validate_request`] makes, for decoders that do not build a tree
+/// (`kinesis::fast`). Allocates nothing when it does. False for a shape of another kind.
+pub(crate) fn string_satisfies(text: &str, shape: &Shape) -> bool {
+    let ShapeKind::String(s) = &shape.kind else {
+        return false;
+    };
+    let mut violations = Vec::new();
+    string_violations(text, s, &mut violations);
+    violations.is_empty()
+}
+
+/// Whether `len` (bytes of a blob, entries of a list or map) satisfies the length range of
+/// `shape`, as [`validate_request`] checks it. False for a shape without one.
+pub(crate) fn length_satisfies(len: usize, shape: &Shape) -> bool {
+    let range = match &shape.kind {
+        ShapeKind::Blob(range) => range,
+        ShapeKind::List(list) => &list.length,
+        ShapeKind::Map(map) => &map.length,
+        _ => return false,
+    };
+    let mut violations = Vec::new();
+    length_violations(len, range, &mut violations);
+    violations.is_empty()
 }
 
 fn length_violations(len: usize, range: &LengthRange, violations: &mut Vec<String>) {
