@@ -144,7 +144,9 @@ class ServerProcess:
 
     def start(self) -> "ServerProcess":
         assert self.process is None or self.process.poll() is not None, "already running"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The server creates its data directory itself (mode 0700; the security suite checks
+        # it); only the parent, where the config file goes, is made here.
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         cmd = self.command()
         self.starts_n += 1
         self._log_file = open(self.log_path, "ab")
