@@ -147,9 +147,42 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(serve(args))
 }
 
+/// Raises the soft limit on open files to the hard limit, as servers that hold thousands of
+/// connections do: the default soft limit (often 1,024) is far below the server's own bound
+/// (`server::CONNECTIONS_MAX`), and every connection, segment and WAL file needs one.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed in.
+    let raised = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let before = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        before < limit.rlim_max && libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+    };
+    if raised {
+        tracing::debug!(
+            open_files_max = limit.rlim_cur,
+            "raised the open files limit"
+        );
+    }
+    if limit.rlim_cur < millrace_server::CONNECTIONS_MAX as libc::rlim_t {
+        tracing::warn!(
+            open_files_max = limit.rlim_cur,
+            connections_max = millrace_server::CONNECTIONS_MAX,
+            "the open files limit is below the connection bound; raise `ulimit -Hn`"
+        );
+    }
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     security::restrict_umask();
+    raise_open_files_limit();
     let file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
