@@ -16,6 +16,8 @@ import datetime
 import http.client
 import json
 import os
+import socket
+import time
 import struct
 import urllib.parse
 
@@ -330,3 +332,48 @@ def test_hostile_bodies_leave_stored_records_untouched(endpoint, conn, kinesis):
     records = read_available(kinesis, iterator(kinesis, name, "shardId-000000000000"))
     assert [(r["SequenceNumber"], r["Data"]) for r in records] == \
         [(k["SequenceNumber"], f"kept-{i}".encode()) for i, k in enumerate(kept)]
+
+
+def _raw_socket_request(endpoint: str, body_len: int, target: str = "Kinesis_20131202.PutRecord"):
+    url = urllib.parse.urlparse(endpoint)
+    s = socket.create_connection((url.hostname, url.port), timeout=15)
+    s.sendall(
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-amz-json-1.1\r\n"
+        b"X-Amz-Target: " + target.encode() + b"\r\nAuthorization: " + AUTHORIZATION.encode() +
+        b"\r\nX-Amz-Date: 20260101T000000Z\r\nContent-Length: " + str(body_len).encode() + b"\r\n\r\n")
+    return s
+
+
+def test_unicode_oversized_truncated_and_slow_uploads(endpoint, conn, kinesis):
+    name = unique_name("uploads")
+    create_active(kinesis, name, 1)
+    target = "Kinesis_20131202.PutRecord"
+    # Control characters and unicode: refused where the model's patterns forbid them, stored
+    # exactly where they are allowed (partition keys are any unicode).
+    for bad_name in (name + "\u0000", name + "\u0007", name + "\u200b", "\U0001F600", name + "\n"):
+        refused(conn, target, json.dumps({"StreamName": bad_name, "PartitionKey": "k", "Data": "AAAA"}).encode(),
+                expect={"ValidationException"})
+    key = "k\u0000\u0007\u200b\ud7ff\U0001F600"
+    status, _, data = conn.send(target, json.dumps({"StreamName": name, "PartitionKey": key, "Data": "AAAA"}).encode())
+    assert status == 200, data
+    # Over the body limit: refused before it is read whole.
+    status, headers, data = conn.send(target, b'{"StreamName":"' + name.encode() + b'","PartitionKey":"k","Data":"'
+                                      + b"A" * (17 * 1024 * 1024) + b'"}')
+    assert status == 413
+    assert parse_error(status, headers, data, JSON)[0] == "RequestEntityTooLargeException"
+    conn.close()
+    # Truncated: the client promises 1,000 bytes, sends 20 and goes away.
+    s = _raw_socket_request(endpoint, 1000)
+    s.sendall(b'{"StreamName": "' + name.encode()[:4])
+    s.close()
+    # Slow: a body trickled in over a second and a half still counts once complete.
+    body = json.dumps({"StreamName": name, "PartitionKey": "slow", "Data": "c2xvdw=="}).encode()
+    s = _raw_socket_request(endpoint, len(body))
+    for i in range(0, len(body), 8):
+        s.sendall(body[i:i + 8])
+        time.sleep(0.1)  # the pace of the upload itself, not a wait for the server
+    reply = s.recv(65536)
+    s.close()
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    records = read_available(kinesis, iterator(kinesis, name, "shardId-000000000000"))
+    assert [(r["PartitionKey"], r["Data"]) for r in records] == [(key, b"\x00\x00\x00"), ("slow", b"slow")]
