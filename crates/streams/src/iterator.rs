@@ -3,14 +3,19 @@
 //! Layout before base64 (standard alphabet, as AWS's iterators use):
 //!
 //! ```text
-//! u8   version = 1
+//! u8   version = 2
 //! i64  issued at, epoch milliseconds (iterators expire 5 minutes after this)
 //! u32  shard index
 //! u64  offset of the next record to return
-//! u8   length of the stream id, then the stream id
-//! u8   length of the stream name, then the stream name
+//! u16  length of the stream id, then the stream id
+//! u16  length of the stream name, then the stream name
 //! [16] HMAC-SHA256 of everything above, truncated, under the installation's secret
 //! ```
+//!
+//! Version 1 had `u8` lengths and cut longer texts at 255 bytes, possibly inside a UTF-8
+//! character, so such a token never decoded (found by the `iterator_token` fuzz target;
+//! stream names are ASCII of at most 128 characters, so no real token was affected). Version
+//! 1 tokens are still read, so iterators issued before an upgrade keep working.
 //!
 //! The stream id ties the iterator to one incarnation of a stream: after the stream is
 //! deleted and created again under the same name, old iterators are refused.
@@ -19,7 +24,8 @@ use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+const VERSION_1: u8 = 1;
 const TAG_BYTES: usize = 16;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,10 +55,12 @@ impl IteratorToken {
         body.extend_from_slice(&self.shard_index.to_be_bytes());
         body.extend_from_slice(&self.offset.to_be_bytes());
         for text in [&self.stream_id, &self.stream_name] {
+            // Both are bounded far below u16::MAX (names by the model, ids by us), so the
+            // clamp never cuts; it is there so no input can make the length lie.
             let bytes = text.as_bytes();
-            let len = bytes.len().min(255);
-            body.push(len as u8);
-            body.extend_from_slice(&bytes[..len]);
+            let bytes = bytes.get(..usize::from(u16::MAX)).unwrap_or(bytes);
+            body.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+            body.extend_from_slice(bytes);
         }
         let mac = tag(secret, &body);
         body.extend_from_slice(&mac);
@@ -76,16 +84,23 @@ impl IteratorToken {
             return None;
         }
         let mut reader = Reader { bytes: body };
-        if reader.take(1)?.first() != Some(&VERSION) {
+        let version = *reader.take(1)?.first()?;
+        if version != VERSION && version != VERSION_1 {
             return None;
         }
         let issued_ms = i64::from_be_bytes(reader.take(8)?.try_into().ok()?);
         let shard_index = u32::from_be_bytes(reader.take(4)?.try_into().ok()?);
         let offset = u64::from_be_bytes(reader.take(8)?.try_into().ok()?);
-        let id_len = usize::from(*reader.take(1)?.first()?);
-        let stream_id = String::from_utf8(reader.take(id_len)?.to_vec()).ok()?;
-        let name_len = usize::from(*reader.take(1)?.first()?);
-        let stream_name = String::from_utf8(reader.take(name_len)?.to_vec()).ok()?;
+        let text = |reader: &mut Reader<'_>| -> Option<String> {
+            let len = if version == VERSION_1 {
+                usize::from(*reader.take(1)?.first()?)
+            } else {
+                usize::from(u16::from_be_bytes(reader.take(2)?.try_into().ok()?))
+            };
+            String::from_utf8(reader.take(len)?.to_vec()).ok()
+        };
+        let stream_id = text(&mut reader)?;
+        let stream_name = text(&mut reader)?;
         if !reader.bytes.is_empty() {
             return None;
         }
@@ -137,6 +152,36 @@ mod tests {
         let text = token().encode(b"secret");
         assert!(text.len() <= 512);
         assert_eq!(IteratorToken::decode(&text, b"secret"), Some(token()));
+    }
+
+    /// The fuzz target's finding: a name longer than 255 bytes in UTF-8 round-trips.
+    #[test]
+    fn long_multibyte_texts_round_trip() {
+        let long = IteratorToken {
+            stream_name: "\u{fffd}".repeat(128),
+            stream_id: "\u{e9}".repeat(200),
+            ..token()
+        };
+        let text = long.encode(b"secret");
+        assert_eq!(IteratorToken::decode(&text, b"secret"), Some(long));
+    }
+
+    /// Tokens issued by version 1 (before an upgrade) still decode.
+    #[test]
+    fn version_1_tokens_decode() {
+        let t = token();
+        let mut body = vec![VERSION_1];
+        body.extend_from_slice(&t.issued_ms.to_be_bytes());
+        body.extend_from_slice(&t.shard_index.to_be_bytes());
+        body.extend_from_slice(&t.offset.to_be_bytes());
+        for text in [&t.stream_id, &t.stream_name] {
+            body.push(text.len() as u8);
+            body.extend_from_slice(text.as_bytes());
+        }
+        let mac = tag(b"secret", &body);
+        body.extend_from_slice(&mac);
+        let text = base64::engine::general_purpose::STANDARD.encode(body);
+        assert_eq!(IteratorToken::decode(&text, b"secret"), Some(t));
     }
 
     #[test]
