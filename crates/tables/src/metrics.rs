@@ -123,6 +123,29 @@ pub(crate) fn reset(txn: &WriteTransaction) -> Result<(), crate::Error> {
     create_tables(txn)
 }
 
+/// Largest decompressed request body.
+const BODY_BYTES_MAX: u64 = 16 * 1024 * 1024;
+
+/// A gzip body (`Content-Encoding: gzip`: the SDKs compress PutMetricData over 10 KB, the
+/// model's `requestCompression`), recognised by its magic bytes.
+fn gunzip(body: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    use std::io::Read as _;
+    if !body.starts_with(&[0x1f, 0x8b]) {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .take(BODY_BYTES_MAX + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("the gzip body cannot be decompressed: {e}"))?;
+    if out.len() as u64 > BODY_BYTES_MAX {
+        return Err(format!(
+            "the decompressed body exceeds {BODY_BYTES_MAX} bytes"
+        ));
+    }
+    Ok(Some(out))
+}
+
 pub(crate) fn answer(
     tables: &Tables,
     ctx: &Context,
@@ -130,10 +153,19 @@ pub(crate) fn answer(
     operation: &str,
     body: &[u8],
 ) -> Answer {
+    let inflated = match gunzip(body) {
+        Ok(inflated) => inflated,
+        Err(m) => return error(protocol, ctx, invalid(m)),
+    };
+    let body = inflated.as_deref().unwrap_or(body);
     let (operation, request) = match protocol {
         Protocol::Query => match protocol::decode_query(body) {
             Ok((action, tree)) => (action, tree),
-            Err(m) => return error(protocol, ctx, invalid(m)),
+            Err(m) => {
+                let head: Vec<String> = body.iter().take(16).map(|b| format!("{b:02x}")).collect();
+                tracing::debug!(n_bytes = body.len(), head = %head.join(""), gzip = inflated.is_some(), "undecodable awsQuery body");
+                return error(protocol, ctx, invalid(m));
+            }
         },
         Protocol::Json10 => match serde_json::from_slice::<Value>(body) {
             Ok(v) => (operation.to_string(), v),
@@ -739,4 +771,21 @@ fn get_metric_data(tables: &Tables, request: &Map<String, Value>) -> Result<Valu
         results.push(json!({"Id": id, "Label": label, "Timestamps": timestamps, "Values": values, "StatusCode": "Complete"}));
     }
     Ok(json!({"MetricDataResults": results, "Messages": []}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    #[test]
+    fn gzip_bodies_are_decoded() {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let written = encoder.write_all(b"Action=PutMetricData&Namespace=a");
+        assert!(written.is_ok());
+        let compressed = encoder.finish().unwrap_or_default();
+        let inflated = gunzip(&compressed).unwrap_or_default().unwrap_or_default();
+        assert_eq!(inflated, b"Action=PutMetricData&Namespace=a");
+        assert!(matches!(gunzip(b"Action=x"), Ok(None)));
+    }
 }
