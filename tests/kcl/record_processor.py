@@ -1,8 +1,8 @@
 """A KCL record processor for the MultiLangDaemon (the kclpy sample's shape).
 
 The MultiLangDaemon starts one of these per shard lease and talks to it over stdin/stdout.
-It appends every record it processes, one JSON line each, to
-``$KCL_TEST_OUTPUT_DIR/<shard id>.jsonl``, and checkpoints after every batch and at the end
+It appends every record it processes, one JSON line each (with ``$KCL_TEST_WORKER``, the
+worker it ran in), to ``$KCL_TEST_OUTPUT_DIR/<shard id>.jsonl``, and checkpoints after every batch and at the end
 of a shard (which lets KCL go on to the children after a reshard). It never writes to
 stdout itself: stdout belongs to the protocol.
 """
@@ -21,6 +21,7 @@ class RecordProcessor(processor.RecordProcessorBase):
     def __init__(self, output_dir: str):
         self.output_dir = output_dir
         self.shard_id = "unknown"
+        self.worker = os.environ.get("KCL_TEST_WORKER", "")
 
     def initialize(self, initialize_input):
         self.shard_id = initialize_input.shard_id
@@ -33,6 +34,7 @@ class RecordProcessor(processor.RecordProcessorBase):
                 "seq": record.sequence_number,
                 "pk": record.partition_key,
                 "data": record.binary_data.decode("utf-8"),
+                "worker": self.worker,
             }) + "\n")
         if lines:
             path = os.path.join(self.output_dir, f"{self.shard_id}.jsonl")

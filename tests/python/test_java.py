@@ -3,7 +3,8 @@ kclpy-ext ships, run with java against a fresh server.
 
 SyncClientTest: KinesisClient on the Apache client (HTTP/1.1), CBOR 1.1 by default and
 JSON 1.1 with -Daws.cborEnabled=false. AsyncClientTest: KinesisAsyncClient on Netty (HTTP/2
-with prior knowledge, CBOR), including SubscribeToShard.
+with prior knowledge, CBOR), including SubscribeToShard. DynamoDbClientTest: DynamoDbClient
+against the DynamoDB subset (conditions, updates, Query paging, an index, errors).
 """
 
 from __future__ import annotations
@@ -42,3 +43,7 @@ def test_java_sync_client(endpoint, properties, content_type):
 
 def test_java_async_client_http2_and_subscribe_to_shard(endpoint):
     run_java("AsyncClientTest", endpoint)
+
+
+def test_java_dynamodb_client(endpoint):
+    run_java("DynamoDbClientTest", endpoint)

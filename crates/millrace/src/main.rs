@@ -10,6 +10,7 @@
 mod config;
 mod firehose;
 mod security;
+mod tables;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -314,6 +315,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         app = app.with_tls(acceptor);
     }
     app = app.with_firehose(Arc::new(firehose::Adapter(delivery.clone())));
+    app = app.with_tables(Arc::new(tables::Adapter(tables::open(&data_dir)?)));
     let app = Arc::new(app);
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -28,11 +28,13 @@ pub mod authz;
 mod firehose;
 pub mod policy;
 mod subscribe;
+mod tables;
 pub mod tls;
 
 pub use auth::{Authenticator, CredentialSpec, Principal};
 pub use authz::Authorizer;
 pub use firehose::{FirehoseService, ServiceError};
+pub use tables::{TablesAnswer, TablesApi, TablesCall, TablesProtocol, TablesService};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -124,6 +126,8 @@ pub struct App {
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// Serves `Firehose_20150804.*` when set.
     firehose: Option<Arc<dyn FirehoseService>>,
+    /// Serves DynamoDB and CloudWatch when set.
+    tables: Option<Arc<dyn TablesService>>,
 }
 
 impl App {
@@ -143,6 +147,7 @@ impl App {
             security: None,
             tls: None,
             firehose: None,
+            tables: None,
         }
     }
 
@@ -155,6 +160,12 @@ impl App {
     /// Serves the Firehose API (`Firehose_20150804.*`) on the same listener.
     pub fn with_firehose(mut self, firehose: Arc<dyn FirehoseService>) -> App {
         self.firehose = Some(firehose);
+        self
+    }
+
+    /// Serves DynamoDB and CloudWatch (`tables`) on the same listener.
+    pub fn with_tables(mut self, tables: Arc<dyn TablesService>) -> App {
+        self.tables = Some(tables);
         self
     }
 
@@ -365,6 +376,7 @@ async fn route(
         }
         (&Method::POST, "/moto-api/reset") if app.config.enable_reset => {
             firehose::reset(app, request_id);
+            tables::reset(app, request_id);
             return match app.streams.reset().await {
                 Ok(()) => simple(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
                 Err(error) => {
@@ -398,6 +410,9 @@ async fn route(
             };
         }
         _ => {}
+    }
+    if let Some(call) = tables::claim(app, &request, target) {
+        return tables::respond(app, request, request_id, call).await;
     }
     aws_request(app, request, request_id, target).await
 }
