@@ -26,6 +26,7 @@
 mod auth;
 pub mod authz;
 mod firehose;
+mod functions;
 pub mod policy;
 mod subscribe;
 pub mod tls;
@@ -33,6 +34,7 @@ pub mod tls;
 pub use auth::{Authenticator, CredentialSpec, Principal};
 pub use authz::Authorizer;
 pub use firehose::{FirehoseService, ServiceError};
+pub use functions::{FunctionsService, RestAnswer};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -124,6 +126,8 @@ pub struct App {
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// Serves `Firehose_20150804.*` when set.
     firehose: Option<Arc<dyn FirehoseService>>,
+    /// Serves the Lambda API (`/2015-03-31/...`) when set.
+    functions: Option<Arc<dyn FunctionsService>>,
 }
 
 impl App {
@@ -143,6 +147,7 @@ impl App {
             security: None,
             tls: None,
             firehose: None,
+            functions: None,
         }
     }
 
@@ -155,6 +160,12 @@ impl App {
     /// Serves the Firehose API (`Firehose_20150804.*`) on the same listener.
     pub fn with_firehose(mut self, firehose: Arc<dyn FirehoseService>) -> App {
         self.firehose = Some(firehose);
+        self
+    }
+
+    /// Serves the Lambda API's event source mappings and functions on the same listener.
+    pub fn with_functions(mut self, functions: Arc<dyn FunctionsService>) -> App {
+        self.functions = Some(functions);
         self
     }
 
@@ -365,6 +376,7 @@ async fn route(
         }
         (&Method::POST, "/moto-api/reset") if app.config.enable_reset => {
             firehose::reset(app, request_id);
+            functions::reset(app, request_id).await;
             return match app.streams.reset().await {
                 Ok(()) => simple(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
                 Err(error) => {
@@ -396,6 +408,9 @@ async fn route(
                     r#"{"status":"error","message":"expected ?ms=N with N >= 0"}"#,
                 ),
             };
+        }
+        _ if functions::serves(app, &path) => {
+            return functions::respond(app, request, request_id).await;
         }
         _ => {}
     }
