@@ -39,6 +39,14 @@ pub enum Table {
     /// Kinesis queue delivery state (`QueueStateRecord`), keyed by queue id; apart from
     /// the stream record so a snapshot does not rewrite it.
     QueueStates,
+    /// Lambda functions created through the Lambda API (an HTTP URL each), keyed by
+    /// `account/region/name`.
+    Functions,
+    /// Event source mappings (stream or consumer → function), keyed by UUID.
+    EventSourceMappings,
+    /// Event source mapping progress, keyed by `UUID/shardId`: written only after the
+    /// function succeeded or the batch went to the on-failure destination.
+    MappingCheckpoints,
 }
 
 impl Table {
@@ -51,10 +59,13 @@ impl Table {
             Table::DeliveryStreams => TableDefinition::new("delivery_streams"),
             Table::DeliveryCheckpoints => TableDefinition::new("delivery_checkpoints"),
             Table::QueueStates => TableDefinition::new("queue_states"),
+            Table::Functions => TableDefinition::new("functions"),
+            Table::EventSourceMappings => TableDefinition::new("event_source_mappings"),
+            Table::MappingCheckpoints => TableDefinition::new("mapping_checkpoints"),
         }
     }
 
-    const ALL: [Table; 7] = [
+    const ALL: [Table; 10] = [
         Table::Streams,
         Table::Accounts,
         Table::Meta,
@@ -62,6 +73,9 @@ impl Table {
         Table::DeliveryStreams,
         Table::DeliveryCheckpoints,
         Table::QueueStates,
+        Table::Functions,
+        Table::EventSourceMappings,
+        Table::MappingCheckpoints,
     ];
 }
 

@@ -49,6 +49,11 @@
 //! [firehose]                      # Firehose; `firehose.rs` lists every key
 //! s3_endpoint = "http://127.0.0.1:9000"   # omit: buckets are folders under DATA_DIR/buckets
 //!
+//! [functions]                     # event source mappings; `functions.rs` lists every key
+//! [[functions.function]]
+//! arn = "arn:aws:lambda:us-east-1:000000000000:function:process-orders"
+//! url = "http://127.0.0.1:9001/"
+//!
 //! [kms]                           # master keys for StartStreamEncryption
 //! key_file = "/etc/millrace/kms-keys.json"   # default: DATA_DIR.kms-keys.json beside it
 //! ```
@@ -83,6 +88,9 @@ pub struct FileConfig {
     /// (`firehose.rs` documents every key).
     #[serde(default)]
     pub firehose: crate::firehose::FirehoseSection,
+    /// Function consumers (`functions.rs` documents every key).
+    #[serde(default)]
+    pub functions: crate::functions::FunctionsSection,
 }
 
 /// An access key, the secret that signs with it and the principal it authenticates as.

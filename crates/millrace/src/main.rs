@@ -9,6 +9,7 @@
 
 mod config;
 mod firehose;
+mod functions;
 mod security;
 mod tables;
 
@@ -285,8 +286,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .context("cannot load the streams")?;
     declare_streams(&streams, &file, &account_id, &region).await?;
+    let firehose_config = firehose::config(&file.firehose, &data_dir)?;
+    let consumers = millrace_functions::Functions::open(
+        functions::config(&file.functions, &firehose_config),
+        catalog.clone(),
+        streams.clone(),
+        clock.clone(),
+    )
+    .context("cannot load the event source mappings")?;
     let delivery = millrace_firehose::Firehose::open(
-        firehose::config(&file.firehose, &data_dir)?,
+        firehose_config,
         catalog,
         log.clone(),
         clock.clone(),
@@ -316,6 +325,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     app = app.with_firehose(Arc::new(firehose::Adapter(delivery.clone())));
     app = app.with_tables(Arc::new(tables::Adapter(tables::open(&data_dir)?)));
+    app = app.with_functions(Arc::new(functions::Adapter(consumers.clone())));
     let app = Arc::new(app);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -348,6 +358,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let firehose_tasks = tokio_util::task::TaskTracker::new();
     firehose::start(&delivery, &firehose_tasks, &shutdown);
+    let function_tasks = tokio_util::task::TaskTracker::new();
+    functions::start(&consumers, &function_tasks, &shutdown);
     tracing::info!(buckets = %delivery.describe_buckets(), "Firehose is delivering");
     let housekeeping = {
         let streams = streams.clone();
@@ -384,6 +396,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = housekeeping.await;
     firehose::stop(&firehose_tasks).await;
+    functions::stop(&function_tasks).await;
     signals.abort();
     log.shutdown().context("log shutdown failed")?;
     tracing::info!("stopped cleanly");

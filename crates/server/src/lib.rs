@@ -26,6 +26,7 @@
 mod auth;
 pub mod authz;
 mod firehose;
+mod functions;
 pub mod policy;
 mod subscribe;
 mod tables;
@@ -35,6 +36,7 @@ pub use auth::{Authenticator, CredentialSpec, Principal};
 pub use authz::Authorizer;
 pub use firehose::{FirehoseService, ServiceError};
 pub use tables::{TablesAnswer, TablesApi, TablesCall, TablesProtocol, TablesService};
+pub use functions::{FunctionsService, RestAnswer};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -128,6 +130,8 @@ pub struct App {
     firehose: Option<Arc<dyn FirehoseService>>,
     /// Serves DynamoDB and CloudWatch when set.
     tables: Option<Arc<dyn TablesService>>,
+    /// Serves the Lambda API (`/2015-03-31/...`) when set.
+    functions: Option<Arc<dyn FunctionsService>>,
 }
 
 impl App {
@@ -148,6 +152,7 @@ impl App {
             tls: None,
             firehose: None,
             tables: None,
+            functions: None,
         }
     }
 
@@ -166,6 +171,12 @@ impl App {
     /// Serves DynamoDB and CloudWatch (`tables`) on the same listener.
     pub fn with_tables(mut self, tables: Arc<dyn TablesService>) -> App {
         self.tables = Some(tables);
+        self
+    }
+
+    /// Serves the Lambda API's event source mappings and functions on the same listener.
+    pub fn with_functions(mut self, functions: Arc<dyn FunctionsService>) -> App {
+        self.functions = Some(functions);
         self
     }
 
@@ -377,6 +388,7 @@ async fn route(
         (&Method::POST, "/moto-api/reset") if app.config.enable_reset => {
             firehose::reset(app, request_id);
             tables::reset(app, request_id);
+            functions::reset(app, request_id).await;
             return match app.streams.reset().await {
                 Ok(()) => simple(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
                 Err(error) => {
@@ -408,6 +420,9 @@ async fn route(
                     r#"{"status":"error","message":"expected ?ms=N with N >= 0"}"#,
                 ),
             };
+        }
+        _ if functions::serves(app, &path) => {
+            return functions::respond(app, request, request_id).await;
         }
         _ => {}
     }
