@@ -1,5 +1,6 @@
 //! Transactional metadata for Millrace: streams, shards and their lineage, consumers, queues
-//! and their delivery snapshots, tags, policies, account settings, Firehose delivery streams and their progress, and the
+//! and their delivery snapshots, channels and their progress, tags, policies, account
+//! settings, Firehose delivery streams and their progress, and the
 //! allocator of log ids.
 //!
 //! The catalog is a thin typed layer over one redb database (`catalog.redb` in the data
@@ -39,6 +40,11 @@ pub enum Table {
     /// Kinesis queue delivery state (`QueueStateRecord`), keyed by queue id; apart from
     /// the stream record so a snapshot does not rewrite it.
     QueueStates,
+    /// Kinesis channels (`ChannelRecord`), keyed by `account/region/name`.
+    Channels,
+    /// Channel delivery progress (`ChannelCheckpointRecord`), keyed by channel id; apart so
+    /// the frequent checkpoint writes stay small.
+    ChannelCheckpoints,
 }
 
 impl Table {
@@ -51,10 +57,12 @@ impl Table {
             Table::DeliveryStreams => TableDefinition::new("delivery_streams"),
             Table::DeliveryCheckpoints => TableDefinition::new("delivery_checkpoints"),
             Table::QueueStates => TableDefinition::new("queue_states"),
+            Table::Channels => TableDefinition::new("channels"),
+            Table::ChannelCheckpoints => TableDefinition::new("channel_checkpoints"),
         }
     }
 
-    const ALL: [Table; 7] = [
+    const ALL: [Table; 9] = [
         Table::Streams,
         Table::Accounts,
         Table::Meta,
@@ -62,6 +70,8 @@ impl Table {
         Table::DeliveryStreams,
         Table::DeliveryCheckpoints,
         Table::QueueStates,
+        Table::Channels,
+        Table::ChannelCheckpoints,
     ];
 }
 
