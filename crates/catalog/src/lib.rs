@@ -1,5 +1,6 @@
 //! Transactional metadata for Millrace: streams, shards and their lineage, consumers, queues
-//! and their delivery snapshots, tags, policies, account settings, Firehose delivery streams and their progress, and the
+//! and their delivery snapshots, channels and their progress, tags, policies, account
+//! settings, Firehose delivery streams and their progress, and the
 //! allocator of log ids.
 //!
 //! The catalog is a thin typed layer over one redb database (`catalog.redb` in the data
@@ -47,6 +48,11 @@ pub enum Table {
     /// Event source mapping progress, keyed by `UUID/shardId`: written only after the
     /// function succeeded or the batch went to the on-failure destination.
     MappingCheckpoints,
+    /// Kinesis channels (`ChannelRecord`), keyed by `account/region/name`.
+    Channels,
+    /// Channel delivery progress (`ChannelCheckpointRecord`), keyed by channel id; apart so
+    /// the frequent checkpoint writes stay small.
+    ChannelCheckpoints,
 }
 
 impl Table {
@@ -62,10 +68,12 @@ impl Table {
             Table::Functions => TableDefinition::new("functions"),
             Table::EventSourceMappings => TableDefinition::new("event_source_mappings"),
             Table::MappingCheckpoints => TableDefinition::new("mapping_checkpoints"),
+            Table::Channels => TableDefinition::new("channels"),
+            Table::ChannelCheckpoints => TableDefinition::new("channel_checkpoints"),
         }
     }
 
-    const ALL: [Table; 10] = [
+    const ALL: [Table; 12] = [
         Table::Streams,
         Table::Accounts,
         Table::Meta,
@@ -76,6 +84,8 @@ impl Table {
         Table::Functions,
         Table::EventSourceMappings,
         Table::MappingCheckpoints,
+        Table::Channels,
+        Table::ChannelCheckpoints,
     ];
 }
 

@@ -254,6 +254,36 @@ pub struct SourceShardCheckpoint {
     pub finished: bool,
 }
 
+/// A Kinesis channel: continuous delivery of a stream into S3 objects or Iceberg tables.
+/// Its settings are kept as the AWS JSON of its `ChannelDescription` (written and read back
+/// by the `wire` crate; the status in it is ignored, `lifecycle` is the truth), so the
+/// catalog needs no copy of the destination shapes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelRecord {
+    pub account: String,
+    pub region: String,
+    pub name: String,
+    /// The `ChannelId` of the model; also the key of its `ChannelCheckpointRecord`.
+    pub channel_id: String,
+    pub created_ms: i64,
+    pub lifecycle: Lifecycle,
+    /// AWS JSON of the channel's `ChannelDescription`.
+    pub description_json: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// How far a channel got: per source shard (`STREAM_ARN SHARD_ID`), the last sequence number
+/// delivered; and per destination (an Iceberg table), the state the delivery crate keeps
+/// (its own JSON: the table's current metadata version, snapshots and manifests).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelCheckpointRecord {
+    #[serde(default)]
+    pub shards: BTreeMap<String, SourceShardCheckpoint>,
+    #[serde(default)]
+    pub destinations: BTreeMap<String, String>,
+}
+
 mod u128_string {
     use serde::{Deserialize, Deserializer, Serializer};
 

@@ -21,9 +21,14 @@
 //! active partitions ([`FirehoseConfig::active_partitions_max`], 500 as on AWS), undelivered
 //! records before producers are told to back off ([`FirehoseConfig::backlog_records_max`]).
 //!
+//! Kinesis channels are delivered here too ([`channel`]: S3 objects, and Iceberg tables
+//! written by [`iceberg`]); their control plane is the `streams` crate's.
+//!
 //! Not here: authentication and HTTP (the server's), OpenSearch, Splunk, Snowflake and
-//! Iceberg destinations and MSK or database sources (refused at creation).
+//! Firehose's own Iceberg destinations and MSK or database sources (refused at creation).
 
+mod avro;
+mod channel;
 mod compress;
 mod control;
 pub mod convert;
@@ -31,6 +36,7 @@ mod delivery;
 pub mod envelope;
 mod error;
 mod http_endpoint;
+pub mod iceberg;
 mod ingest;
 pub mod jq;
 mod lambda;
@@ -263,7 +269,12 @@ impl Firehose {
     /// stream, and for every one created later. Tasks stop when `shutdown` fires; the caller
     /// waits for `tracker`.
     pub fn start(&self, tracker: TaskTracker, shutdown: CancellationToken) {
-        *self.inner.runtime.lock() = Some((tracker, shutdown));
+        *self.inner.runtime.lock() = Some((tracker.clone(), shutdown.clone()));
+        tracker.spawn(channel::supervise(
+            self.inner.clone(),
+            tracker.clone(),
+            shutdown,
+        ));
         let entries: Vec<Arc<Entry>> = self.inner.registry.read().values().cloned().collect();
         for entry in entries {
             self.inner.spawn_tasks(&entry);

@@ -202,6 +202,19 @@ impl Buckets {
         }
     }
 
+    /// The URL under which readers find the objects of `bucket`: `s3://bucket` for an S3
+    /// service, `file:///.../buckets/bucket` for the embedded folders (Iceberg metadata
+    /// names its files by these URLs).
+    pub fn bucket_url(&self, bucket: &str) -> String {
+        match &self.backend {
+            Backend::Embedded { root } => {
+                let root = std::path::absolute(root).unwrap_or_else(|_| root.clone());
+                format!("file://{}", root.join(bucket).display())
+            }
+            Backend::S3 { .. } => format!("s3://{bucket}"),
+        }
+    }
+
     /// Writes one whole object.
     pub async fn put(&self, bucket: &str, key: &str, body: Bytes) -> Result<(), DeliveryError> {
         match &self.backend {

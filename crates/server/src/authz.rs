@@ -119,6 +119,14 @@ pub fn resource_of(streams: &Streams, ctx: &RequestContext, request: &Request) -
             .first()
             .map_or_else(|| "*".to_string(), |c| c.stream_arn.clone()),
         R::DescribeQueue(i) => i.queue_arn.clone(),
+        // Channels likewise: CreateChannel on the stream it reads, the others on the channel.
+        R::CreateChannel(i) => i
+            .stream_configuration_list
+            .first()
+            .map_or_else(|| "*".to_string(), |c| c.stream_arn.clone()),
+        R::DescribeChannel(i) => i.channel_arn.clone(),
+        R::UpdateChannel(i) => i.channel_arn.clone(),
+        R::DeleteChannel(i) => i.channel_arn.clone(),
         R::UpdateQueue(i) => i.queue_arn.clone(),
         R::DeleteQueue(i) => i.queue_arn.clone(),
         R::ReceiveQueueRecords(i) => i.queue_arn.clone(),

@@ -380,6 +380,15 @@ impl Inner {
                     ),
                 });
             }
+            if self.live_channel_count(&crate::stream_arn(&view.record))? > 0 {
+                return Err(Error::ResourceInUse {
+                    message: format!(
+                        "Stream {} under account {} has channels. Delete every channel on the \
+                         stream before deleting the stream.",
+                        view.record.name, view.record.account
+                    ),
+                });
+            }
             if view.record.lifecycle.at(now) == Status::Deleting {
                 return Err(Error::StreamNotFound {
                     name: view.record.name.clone(),
@@ -505,7 +514,10 @@ impl Inner {
                         .and_then(k::RecordDistributionStrategy::from_str_opt)
                         .unwrap_or(k::RecordDistributionStrategy::UserPartitionKey)
                 }),
-                channel_count: None,
+                channel_count: Some(
+                    i32::try_from(self.live_channel_count(&crate::stream_arn(record))?)
+                        .unwrap_or(i32::MAX),
+                ),
                 queue_count: Some(
                     record
                         .queues
@@ -1157,8 +1169,21 @@ impl Inner {
             open_shard_count: self.open_shard_count(&ctx.account, &ctx.region) as i32,
             on_demand_stream_count: on_demand,
             on_demand_stream_count_limit: self.config.on_demand_stream_limit as i32,
-            channel_count: None,
-            channel_count_limit: None,
+            channel_count: Some(
+                i32::try_from(
+                    self.catalog
+                        .load_all::<m::ChannelRecord>(Table::Channels)?
+                        .iter()
+                        .filter(|(_, c)| {
+                            c.account == ctx.account
+                                && c.region == ctx.region
+                                && crate::channels::channel_exists(c, now)
+                        })
+                        .count(),
+                )
+                .unwrap_or(i32::MAX),
+            ),
+            channel_count_limit: Some(crate::channels::CHANNELS_PER_ACCOUNT_MAX as i32),
         })
     }
 

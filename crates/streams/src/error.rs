@@ -47,6 +47,8 @@ pub enum Error {
     Kms(millrace_kms::KmsError),
     #[error("data key {data_key_id} of an encrypted record is missing from the catalog")]
     MissingDataKey { data_key_id: u64 },
+    #[error("stored channel {name} cannot be read: {message}")]
+    StoredChannel { name: String, message: String },
     #[error("storage: {0}")]
     Log(#[from] millrace_log::LogError),
     #[error("catalog: {0}")]
@@ -127,7 +129,7 @@ impl Error {
             Error::Kms(millrace_kms::KmsError::Disabled { message }) => {
                 (ErrorKind::KMSDisabledException, Some(message.clone()))
             }
-            Error::Kms(_) | Error::MissingDataKey { .. } => {
+            Error::Kms(_) | Error::MissingDataKey { .. } | Error::StoredChannel { .. } => {
                 (ErrorKind::InternalFailureException, None)
             }
             Error::Log(millrace_log::LogError::Poisoned) => (
@@ -151,7 +153,8 @@ impl Error {
             Error::Log(_)
             | Error::Catalog(_)
             | Error::CorruptRecord { .. }
-            | Error::MissingDataKey { .. } => true,
+            | Error::MissingDataKey { .. }
+            | Error::StoredChannel { .. } => true,
             _ => false,
         }
     }

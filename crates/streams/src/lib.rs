@@ -14,9 +14,12 @@
 //! Stream queues and their dead-letter handling are in `queues`, with their own durable
 //! delivery state.
 //!
-//! Not here: authentication (the server's), the 2026 channel operations (they answer
-//! `UnknownOperationException` for now).
+//! Channels (`channels`) are control plane only here: their delivery runs in the
+//! `firehose` crate, which reads the stream through `Streams::handle`.
+//!
+//! Not here: authentication (the server's).
 
+pub mod channels;
 mod codec;
 mod consumers;
 mod control;
@@ -672,10 +675,21 @@ impl Streams {
                     failed,
                 })
             }
-            other => {
-                return Err(Error::Unsupported {
-                    operation: other.operation().name(),
-                });
+            Request::CreateChannel(input) => {
+                Response::CreateChannel(inner.create_channel(ctx, input)?)
+            }
+            Request::DescribeChannel(input) => {
+                Response::DescribeChannel(inner.describe_channel(ctx, input)?)
+            }
+            Request::ListChannels(input) => {
+                Response::ListChannels(inner.list_channels(ctx, input)?)
+            }
+            Request::UpdateChannel(input) => {
+                Response::UpdateChannel(inner.update_channel(ctx, input)?)
+            }
+            Request::DeleteChannel(input) => {
+                inner.delete_channel(ctx, input)?;
+                Response::DeleteChannel
             }
         })
     }
@@ -722,6 +736,10 @@ impl Streams {
             let log_ids: Vec<u64> = view.record.shards.iter().map(|s| s.log_id).collect();
             self.inner.log.delete_logs(&log_ids)?;
         }
+        self.inner.catalog.write(|txn| {
+            txn.clear(Table::Channels)?;
+            txn.clear(Table::ChannelCheckpoints)
+        })?;
         self.inner.catalog.write(|txn| txn.clear(Table::Accounts))?;
         self.inner.accounts.write().clear();
         self.inner.crypto.forget_all()?;
@@ -874,6 +892,7 @@ impl Inner {
 
     async fn housekeeping(&self) -> Result<(), Error> {
         let now = self.now_ms();
+        self.channel_housekeeping(now)?;
         let entries: Vec<Arc<StreamEntry>> = self.registry.read().values().cloned().collect();
         for entry in entries {
             let view = entry.view();

@@ -416,6 +416,17 @@ impl Inner {
                     ),
                 });
             }
+            if mode == m::StreamMode::Provisioned
+                && self.live_channel_count(&crate::stream_arn(&record))? > 0
+            {
+                return Err(Error::ResourceInUse {
+                    message: format!(
+                        "Stream {} under account {} has channels. Delete every channel on the \
+                         stream before switching it to PROVISIONED mode.",
+                        record.name, record.account
+                    ),
+                });
+            }
             b.record.mode_updates_ms.retain(|&t| now - t < DAY_MS);
             b.record.mode_updates_ms.push(now);
             b.record.mode = mode;
