@@ -35,8 +35,8 @@ pub mod tls;
 pub use auth::{Authenticator, CredentialSpec, Principal};
 pub use authz::Authorizer;
 pub use firehose::{FirehoseService, ServiceError};
-pub use tables::{TablesAnswer, TablesApi, TablesCall, TablesProtocol, TablesService};
 pub use functions::{FunctionsService, RestAnswer};
+pub use tables::{TablesAnswer, TablesApi, TablesCall, TablesProtocol, TablesService};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
