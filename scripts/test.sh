@@ -2,11 +2,11 @@
 # The project's single test command (CI runs it through .ci/run).
 #
 # Installs what the black-box suites need when it is missing (Debian's AWS CLI v2 and
-# PostgreSQL, the s3s-fs S3 server from crates.io, a Python virtualenv at .venv, the npm
-# packages of tests/js, the compiled Java test programs), then:
-#   1. cargo build --release -p millrace
-#   2. cargo run --release -p millrace-codegen -- --check
-#   3. cargo test --release --workspace
+# PostgreSQL, a Python virtualenv at .venv, the npm packages of tests/js, the compiled Java
+# test programs), then:
+#   1. cargo build --release --workspace --bins --tests --examples (one build for all below)
+#   2. millrace-codegen --check
+#   3. cargo test --release --workspace (runs what step 1 built)
 #   4. .venv/bin/pytest tests/python -q   (boto3, AWS CLI, crash, JavaScript, Java and KCL suites)
 # and stops at the first step that fails. Every install step is skipped when its inputs
 # have not changed since it last ran, so a second run goes straight to the build.
@@ -92,22 +92,6 @@ fi
 ls /usr/lib/postgresql/*/bin/initdb
 
 # ----------------------------------------------------------------------------------------
-section "S3 server for the Firehose suite (s3s-fs from crates.io)"
-# s3s-fs is the file-system S3 server of the s3s project (Apache-2.0), built once into
-# $TARGET_DIR/tools. 0.14.1 is the newest release that builds with this toolchain (1.95).
-S3S_FS_VERSION=0.14.1
-S3S_FS="$TARGET_DIR/tools/bin/s3s-fs"
-S3S_STAMP="$TARGET_DIR/tools/.s3s-fs-version"
-if [ ! -x "$S3S_FS" ] || [ "$(cat "$S3S_STAMP" 2>/dev/null)" != "$S3S_FS_VERSION" ]; then
-    cargo install s3s-fs --version "$S3S_FS_VERSION" --features binary --locked \
-        --root "$TARGET_DIR/tools"
-    echo "$S3S_FS_VERSION" > "$S3S_STAMP"
-else
-    echo "s3s-fs $S3S_FS_VERSION already built"
-fi
-export MILLRACE_S3S_FS="$S3S_FS"
-
-# ----------------------------------------------------------------------------------------
 section "Python virtualenv (.venv)"
 REQUIREMENTS="$ROOT/tests/python/requirements.txt"
 if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
@@ -157,15 +141,23 @@ fi
 export MILLRACE_JAVA_CLASSES="$JAVA_OUT/classes"
 
 # ----------------------------------------------------------------------------------------
-section "cargo build --release -p millrace"
-cargo build --release -p millrace
+section "cargo build --release --workspace --bins --tests --examples"
+# One build for everything below: the server, the test S3 server (tools/s3-server: the s3s
+# project's s3s-fs built with the workspace's dependencies), codegen, and every test binary
+# `cargo test` runs. A single invocation resolves features once, so `cargo test` below
+# compiles nothing again (separate `-p` builds each unified features differently and
+# rebuilt arrow, parquet and friends twice).
+cargo build --release --workspace --bins --tests --examples
 export MILLRACE_BIN="$TARGET_DIR/release/millrace"
 [ -x "$MILLRACE_BIN" ] || fail "the build did not produce $MILLRACE_BIN"
 echo "MILLRACE_BIN=$MILLRACE_BIN"
+export MILLRACE_S3S_FS="$TARGET_DIR/release/millrace-s3-server"
+[ -x "$MILLRACE_S3S_FS" ] || fail "the build did not produce $MILLRACE_S3S_FS"
+echo "MILLRACE_S3S_FS=$MILLRACE_S3S_FS"
 
 # ----------------------------------------------------------------------------------------
-section "cargo run --release -p millrace-codegen -- --check"
-cargo run --release -p millrace-codegen -- --check
+section "millrace-codegen --check (generated code matches the service models)"
+"$TARGET_DIR/release/millrace-codegen" --check
 
 # ----------------------------------------------------------------------------------------
 if [ "${MILLRACE_SKIP_CARGO_TEST:-0}" = "1" ]; then

@@ -1,8 +1,8 @@
 """Real components for the Firehose suites: an S3 server, PostgreSQL, an HTTP endpoint that
 records what it receives, and a Lambda-style transformation function.
 
-* ``S3Server``: ``s3s-fs`` (the s3s project's file-system S3 server, built from crates.io by
-  scripts/test.sh; ``MILLRACE_S3S_FS`` names the binary), with an access key, read back with
+* ``S3Server``: ``s3s-fs`` (the s3s project's file-system S3 server, built from crates.io
+  in the workspace as ``millrace-s3-server``; ``MILLRACE_S3S_FS`` names the binary), with an access key, read back with
   boto3's S3 client.
 * ``Postgres``: a private cluster of Debian's PostgreSQL in a temporary directory, started
   with ``initdb``/``pg_ctl`` as the ``postgres`` user when the tests run as root (PostgreSQL
@@ -46,9 +46,11 @@ def s3s_fs_bin() -> str:
     configured = os.environ.get("MILLRACE_S3S_FS")
     if configured:
         return configured
-    found = shutil.which("s3s-fs")
+    found = shutil.which("millrace-s3-server") or shutil.which("s3s-fs")
     if found is None:
-        raise RuntimeError("s3s-fs not found: run scripts/test.sh (it builds it), or set MILLRACE_S3S_FS")
+        raise RuntimeError(
+            "no S3 server: run scripts/test.sh (it builds target/release/millrace-s3-server), or set MILLRACE_S3S_FS"
+        )
     return found
 
 

@@ -394,6 +394,46 @@ def test_record_distribution_strategy(kinesis):
     assert "RecordDistributionStrategy" not in summary
 
 
+def test_long_polls_beyond_the_cap_are_throttled_and_the_rest_served(make_server):
+    """Receives that would wait beyond ``queue_receive_waiters_max`` get ThrottlingException
+    (a modeled error of ReceiveQueueRecords); the ones waiting are served when records come."""
+    proc = make_server(SERVER_ARGS, config_text="[streams]\nqueue_receive_waiters_max = 2\n")
+    kinesis = client(proc.endpoint)
+    stream_arn = on_demand_stream(kinesis)
+    arn = create_queue(kinesis, stream_arn)
+    lock = threading.Lock()
+    outcomes: list[object] = []  # the records a waiter got, or the error code it met
+
+    def waiter() -> None:
+        mine = client(proc.endpoint)
+        try:
+            got: object = [r["Data"] for r in receive(mine, arn, limit=1, wait_s=20)]
+        except ClientError as error:
+            got = error.response["Error"]["Code"]
+        with lock:
+            outcomes.append(got)
+
+    threads = [threading.Thread(target=waiter) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 15
+    while True:
+        with lock:
+            if outcomes:
+                break
+        assert time.monotonic() < deadline, "no receive was refused while three waited on a cap of two"
+        time.sleep(0.02)
+    with lock:
+        assert outcomes == ["ThrottlingException"], outcomes
+    put(kinesis, stream_arn, [b"first", b"second"])
+    for thread in threads:
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "a waiting receive was not answered when records arrived"
+    served = sorted(o for got in outcomes if isinstance(got, list) for o in got)
+    assert served == [b"first", b"second"], outcomes
+    assert outcomes.count("ThrottlingException") == 1, outcomes
+
+
 def test_kill_minus_nine_loses_no_record_and_no_acknowledgement(make_server):
     proc = make_server(SERVER_ARGS)
     kinesis = client(proc.endpoint)

@@ -31,6 +31,8 @@ use serde_json::{Value, json};
 
 use crate::error::InvokeError;
 
+pub use millrace_streams::timefmt::iso8601;
+
 /// Lambda's synchronous invocation payload limit (request and response).
 pub const PAYLOAD_BYTES_MAX: usize = 6 * 1024 * 1024;
 /// Bytes of the event a record takes besides its base64 data (field names, ARNs, ids).
@@ -236,44 +238,9 @@ fn parse_answer(parsed: Option<&Value>) -> Answer {
     }
 }
 
-/// `2019-11-14T00:38:06.021Z`.
-pub fn iso8601(epoch_ms: i64) -> String {
-    let secs = epoch_ms.div_euclid(1000);
-    let ms = epoch_ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times() {
-        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(iso8601(1_573_691_886_021), "2019-11-14T00:38:06.021Z");
-    }
 
     #[test]
     fn answers() {

@@ -19,6 +19,7 @@
 //! update_delay_ms = 0
 //! consumer_delay_ms = 0
 //! shard_limit = 500               # open shards per account and region
+//! queue_receive_waiters_max = 1000   # long-polling receives per queue; more: ThrottlingException
 //! on_demand_split_bytes_per_sec = 512000   # on-demand: split a shard writing more than this
 //! on_demand_split_after_ms = 60000         # ... for this long
 //!
@@ -169,6 +170,8 @@ pub struct StreamsSection {
     pub shard_limit: Option<u32>,
     pub on_demand_stream_limit: Option<u32>,
     pub consumer_limit: Option<u32>,
+    /// ReceiveQueueRecords calls that may long-poll one queue at once.
+    pub queue_receive_waiters_max: Option<usize>,
     /// On-demand streams split a shard whose writes stay above this many bytes/s...
     pub on_demand_split_bytes_per_sec: Option<f64>,
     /// ... for this long.

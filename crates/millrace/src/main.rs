@@ -267,6 +267,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .on_demand_stream_limit
             .unwrap_or(defaults.on_demand_stream_limit),
         consumer_limit: s.consumer_limit.unwrap_or(defaults.consumer_limit),
+        queue_receive_waiters_max: s
+            .queue_receive_waiters_max
+            .unwrap_or(defaults.queue_receive_waiters_max),
         on_demand_split_bytes_per_sec: s
             .on_demand_split_bytes_per_sec
             .unwrap_or(defaults.on_demand_split_bytes_per_sec),

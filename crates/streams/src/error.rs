@@ -29,6 +29,8 @@ pub enum Error {
     LimitExceeded { message: String },
     #[error("validation: {message}")]
     Validation { message: String },
+    #[error("throttled: {message}")]
+    Throttling { message: String },
     #[error("throughput exceeded: {message}")]
     ThroughputExceeded { message: String },
     #[error("expired iterator: {message}")]
@@ -93,6 +95,9 @@ impl Error {
             }
             Error::Validation { message } => {
                 (ErrorKind::ValidationException, Some(message.clone()))
+            }
+            Error::Throttling { message } => {
+                (ErrorKind::ThrottlingException, Some(message.clone()))
             }
             Error::ThroughputExceeded { message } => (
                 ErrorKind::ProvisionedThroughputExceededException,

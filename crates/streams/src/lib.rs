@@ -33,7 +33,7 @@ mod reshard;
 mod resources;
 pub mod seqnum;
 mod throttle;
-mod timefmt;
+pub mod timefmt;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -89,6 +89,10 @@ pub struct StreamsConfig {
     pub on_demand_split_after_ms: i64,
     /// Seed for the RNG (stream ids); None = from the OS.
     pub rng_seed: Option<u64>,
+    /// ReceiveQueueRecords calls that may wait (long poll) on one queue at once; a receive
+    /// that would wait beyond this gets ThrottlingException. Bounds the tasks and watchers a
+    /// crowd of workers can park on the server.
+    pub queue_receive_waiters_max: usize,
     /// Logs that other services own (Firehose delivery streams): the sweep of logs no
     /// stream refers to, at open, leaves them alone.
     pub foreign_log_ids: std::collections::BTreeSet<u64>,
@@ -110,6 +114,7 @@ impl Default for StreamsConfig {
             on_demand_split_bytes_per_sec: 500.0 * 1024.0,
             on_demand_split_after_ms: 60_000,
             rng_seed: None,
+            queue_receive_waiters_max: 1_000,
             foreign_log_ids: std::collections::BTreeSet::new(),
         }
     }

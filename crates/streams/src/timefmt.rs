@@ -1,6 +1,22 @@
-//! Formatting of instants the way AWS's Java services print them in messages
-//! (`java.util.Date.toString()` in UTC: `Fri Nov 27 04:13:18 UTC 2026`). Hand-written
+//! Formatting of instants: the way AWS's Java services print them in messages
+//! (`java.util.Date.toString()` in UTC: `Fri Nov 27 04:13:18 UTC 2026`) and ISO 8601 with
+//! milliseconds (`2019-11-14T00:38:06.021Z`, as Lambda events carry them). Hand-written
 //! because it is one calendar conversion and a date crate would be the only user.
+
+/// `2019-11-14T00:38:06.021Z`.
+pub fn iso8601(epoch_ms: i64) -> String {
+    let secs = epoch_ms.div_euclid(1000);
+    let ms = epoch_ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
 
 pub fn java_date(epoch_ms: i64) -> String {
     let secs = epoch_ms.div_euclid(1000);
@@ -24,7 +40,7 @@ pub fn java_date(epoch_ms: i64) -> String {
 }
 
 /// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -40,6 +56,12 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formats_iso8601() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(1_573_691_886_021), "2019-11-14T00:38:06.021Z");
+    }
 
     #[test]
     fn formats_like_java() {

@@ -21,7 +21,7 @@ use clap::{Parser, Subcommand};
 
 use crate::report::Report;
 use crate::setup::Ctx;
-use crate::workloads::{e2e, get_drain, many_shards, put_record, put_records};
+use crate::workloads::{e2e, get_drain, many_shards, put_record, put_records, queue};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -62,6 +62,8 @@ enum Workload {
     E2eSubscribe(e2e::Args),
     /// Per-request cost with 1, 1,000 and 10,000 open shards.
     ManyShards(many_shards::Args),
+    /// Receive-and-acknowledge throughput of a stream queue with many competing workers.
+    Queue(queue::Args),
     /// Wait until the endpoint answers ListStreams with 200; print the milliseconds since
     /// `--since-ns` (wall clock, e.g. `date +%s%N` taken before the server was launched).
     Ready(ReadyArgs),
@@ -115,6 +117,7 @@ impl Workload {
             Workload::E2ePoll(_) => "e2e-poll",
             Workload::E2eSubscribe(_) => "e2e-subscribe",
             Workload::ManyShards(_) => "many-shards",
+            Workload::Queue(_) => "queue",
             Workload::Ready(_) => "ready",
         }
     }
@@ -128,6 +131,7 @@ async fn run(cli: &Cli, ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         Workload::E2ePoll(args) => e2e::run(ctx, args, e2e::Mode::Poll, report).await,
         Workload::E2eSubscribe(args) => e2e::run(ctx, args, e2e::Mode::Subscribe, report).await,
         Workload::ManyShards(args) => many_shards::run(ctx, args, report).await,
+        Workload::Queue(args) => queue::run(ctx, args, report).await,
         Workload::Ready(_) => Ok(()),
     }
 }

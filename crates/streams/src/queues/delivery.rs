@@ -47,6 +47,35 @@ struct Pick {
     payload: Bytes,
 }
 
+/// A place among a queue's waiting receives, given back when the receive answers.
+struct WaiterSlot(std::sync::Arc<QueueRuntime>);
+
+impl WaiterSlot {
+    fn take(
+        runtime: std::sync::Arc<QueueRuntime>,
+        max: usize,
+        arn: &str,
+    ) -> Result<WaiterSlot, Error> {
+        let before = runtime.waiters.fetch_add(1, Ordering::AcqRel);
+        let slot = WaiterSlot(runtime);
+        if before >= max {
+            return Err(Error::Throttling {
+                message: format!(
+                    "Rate exceeded for queue {arn}: {max} ReceiveQueueRecords calls are already \
+                     waiting. Retry with exponential backoff."
+                ),
+            });
+        }
+        Ok(slot)
+    }
+}
+
+impl Drop for WaiterSlot {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The outcome of one entry of a batch call.
 type EntryResult = Result<(), (&'static str, String)>;
 
@@ -76,6 +105,7 @@ impl Inner {
             wait_secs.map_or(WAIT_TIME_SECS_DEFAULT, |s| u64::try_from(s).unwrap_or(0)),
         );
         let deadline = Instant::now() + wait;
+        let mut waiting: Option<WaiterSlot> = None;
         loop {
             let (entry, queue, runtime) = self.find_queue(ctx, arn)?;
             Self::check_serving(&queue, arn, &ctx.account, self.now_ms())?;
@@ -101,6 +131,13 @@ impl Inner {
             let now_real = Instant::now();
             if !records.is_empty() || now_real >= deadline {
                 return Ok(records);
+            }
+            if waiting.is_none() {
+                waiting = Some(WaiterSlot::take(
+                    runtime.clone(),
+                    self.config.queue_receive_waiters_max,
+                    arn,
+                )?);
             }
             let mut sleep = deadline - now_real;
             let next_visible = {

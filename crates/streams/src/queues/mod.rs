@@ -83,6 +83,8 @@ pub(crate) struct QueueRuntime {
     pub notify: tokio::sync::Notify,
     /// Where the next receive starts looking for new records (round robin over shards).
     pub next_shard_idx: AtomicU64,
+    /// Receives waiting (long polling) on this queue now.
+    pub waiters: std::sync::atomic::AtomicUsize,
 }
 
 impl QueueRuntime {
@@ -104,6 +106,7 @@ impl QueueRuntime {
             gate: tokio::sync::RwLock::new(()),
             notify: tokio::sync::Notify::new(),
             next_shard_idx: AtomicU64::new(0),
+            waiters: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod get_drain;
 pub mod many_shards;
 pub mod put_record;
 pub mod put_records;
+pub mod queue;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
