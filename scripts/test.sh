@@ -92,6 +92,15 @@ fi
 ls /usr/lib/postgresql/*/bin/initdb
 
 # ----------------------------------------------------------------------------------------
+section "Chromium and chromedriver (Debian, for the console suite)"
+# tests/python/test_console.py drives headless Chromium with Selenium through
+# /usr/bin/chromedriver, so Selenium Manager downloads nothing.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    apt_install chromium chromium-driver
+fi
+/usr/bin/chromedriver --version
+
+# ----------------------------------------------------------------------------------------
 section "S3 server for the Firehose suite (s3s-fs from crates.io)"
 # s3s-fs is the file-system S3 server of the s3s project (Apache-2.0), built once into
 # $TARGET_DIR/tools. 0.14.1 is the newest release that builds with this toolchain (1.95).
