@@ -92,6 +92,15 @@ fi
 ls /usr/lib/postgresql/*/bin/initdb
 
 # ----------------------------------------------------------------------------------------
+section "Chromium and chromedriver (Debian, for the console suite)"
+# tests/python/test_console.py drives headless Chromium with Selenium through
+# /usr/bin/chromedriver, so Selenium Manager downloads nothing.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    apt_install chromium chromium-driver
+fi
+/usr/bin/chromedriver --version
+
+# ----------------------------------------------------------------------------------------
 section "Python virtualenv (.venv)"
 REQUIREMENTS="$ROOT/tests/python/requirements.txt"
 if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then

@@ -343,6 +343,18 @@ impl Firehose {
         Ok(())
     }
 
+    /// The `AWS/Firehose` counters of every delivery stream: (`account/region/name`,
+    /// [(AWS metric name, total)]), sorted by key (the metrics endpoint and roll-up).
+    pub fn all_metrics(&self) -> Vec<(String, Vec<(&'static str, u64)>)> {
+        let entries: Vec<Arc<Entry>> = self.inner.registry.read().values().cloned().collect();
+        let mut all: Vec<_> = entries
+            .iter()
+            .map(|entry| (entry.key.clone(), entry.metrics.snapshot()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     /// The `AWS/Firehose` counters of a delivery stream (name, value), for a later metrics
     /// endpoint and for tests.
     pub fn metrics(&self, ctx: &RequestContext, name: &str) -> Option<Vec<(&'static str, u64)>> {

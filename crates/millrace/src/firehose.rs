@@ -163,6 +163,10 @@ impl FirehoseService for Adapter {
     fn reset(&self) -> Result<(), String> {
         self.0.reset().map_err(|e| e.to_string())
     }
+
+    fn metrics(&self) -> Vec<(String, Vec<(&'static str, u64)>)> {
+        self.0.all_metrics()
+    }
 }
 
 /// Creates the delivery streams the config file declares, if they do not exist yet.

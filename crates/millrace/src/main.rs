@@ -5,8 +5,10 @@
 //! `millrace serve --listen ADDR --data-dir DIR [--config FILE] [--account-id ID]` is the
 //! general form. SIGTERM or Ctrl-C: stop accepting, drain in-flight requests, checkpoint and
 //! fsync the log, exit 0. `millrace gen-cert` writes a development TLS pair; `millrace kms`
-//! manages the master keys of encryption at rest (`security.rs`).
+//! manages the master keys of encryption at rest (`security.rs`). `millrace streams`,
+//! `millrace tail STREAM` and `millrace put STREAM` talk to a running server (`cli.rs`).
 
+mod cli;
 mod config;
 mod firehose;
 mod functions;
@@ -56,6 +58,12 @@ enum Command {
         #[command(subcommand)]
         command: security::KmsCommand,
     },
+    /// List the streams of a running server: name, status, open shards, mode.
+    Streams(cli::ClientArgs),
+    /// Print a stream's records as they arrive (one line each), from every shard.
+    Tail(cli::TailArgs),
+    /// Put one record per line of stdin into a stream.
+    Put(cli::PutArgs),
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -90,6 +98,12 @@ struct ServeArgs {
     /// Log format: "text" or "json" [default: text].
     #[arg(long, default_value = "text")]
     log_format: String,
+    /// Log one INFO line per request (request id, operation, stream, status, latency).
+    #[arg(long)]
+    access_log: bool,
+    /// How often the metrics are rolled up into CloudWatch datapoints [default: 60000].
+    #[arg(long)]
+    metrics_rollup_ms: Option<u64>,
     /// TLS certificate chain (PEM); with --tls-key the listener speaks TLS only.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -136,6 +150,9 @@ fn main() -> anyhow::Result<()> {
             security::restrict_umask();
             return security::kms(command);
         }
+        Some(Command::Streams(args)) => return cli::streams(args),
+        Some(Command::Tail(args)) => return cli::tail(args),
+        Some(Command::Put(args)) => return cli::put(args),
         None => ServeArgs {
             log_format: "text".into(),
             ..ServeArgs::default()
@@ -329,6 +346,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     app = app.with_firehose(Arc::new(firehose::Adapter(delivery.clone())));
     app = app.with_tables(Arc::new(tables::Adapter(tables::open(&data_dir)?)));
     app = app.with_functions(Arc::new(functions::Adapter(consumers.clone())));
+    app = app.with_access_log(args.access_log);
     let app = Arc::new(app);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -387,6 +405,31 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         })
     };
+    let metrics_rollup = {
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        let every_ms = args
+            .metrics_rollup_ms
+            .unwrap_or(millrace_server::metrics::ROLLUP_INTERVAL_MS)
+            .max(1000);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_millis(every_ms));
+            interval.tick().await;
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => {}
+                    () = shutdown.cancelled() => break,
+                }
+                if let Err(error) = app.rollup_metrics() {
+                    tracing::error!(%error, "metrics roll-up failed");
+                }
+            }
+            // The last partial interval, so a clean stop loses no datapoints.
+            if let Err(error) = app.rollup_metrics() {
+                tracing::error!(%error, "metrics roll-up failed");
+            }
+        })
+    };
     let signals = {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -398,6 +441,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     millrace_server::serve(listener, app, shutdown.clone()).await?;
     shutdown.cancel();
     let _ = housekeeping.await;
+    let _ = metrics_rollup.await;
     firehose::stop(&firehose_tasks).await;
     functions::stop(&function_tasks).await;
     signals.abort();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use millrace_server::{TablesAnswer, TablesApi, TablesCall, TablesProtocol, TablesService};
-use millrace_tables::{Context, Protocol, Tables};
+use millrace_tables::{Context, Protocol, ServiceDatum, Tables};
 
 pub struct Adapter(pub Arc<Tables>);
 
@@ -45,5 +45,28 @@ impl TablesService for Adapter {
 
     fn reset(&self) -> Result<(), String> {
         self.0.reset().map_err(|e| e.to_string())
+    }
+
+    fn put_service_metrics(
+        &self,
+        namespace: &str,
+        at_secs: f64,
+        data: &[millrace_server::metrics::Datum],
+    ) -> Result<(), String> {
+        let data: Vec<ServiceDatum> = data
+            .iter()
+            .map(|d| ServiceDatum {
+                metric_name: d.metric_name,
+                dimensions: d.dimensions.clone(),
+                unit: d.unit,
+                sample_count: d.sample_count,
+                sum: d.sum,
+                min: d.min,
+                max: d.max,
+            })
+            .collect();
+        self.0
+            .put_service_metrics(namespace, at_secs, &data)
+            .map_err(|e| e.to_string())
     }
 }

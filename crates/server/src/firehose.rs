@@ -39,6 +39,12 @@ pub trait FirehoseService: Send + Sync + 'static {
 
     /// Deletes every delivery stream (`POST /moto-api/reset`).
     fn reset(&self) -> Result<(), String>;
+
+    /// The `AWS/Firehose` running totals of every delivery stream:
+    /// (`account/region/name`, [(AWS metric name, total)]).
+    fn metrics(&self) -> Vec<(String, Vec<(&'static str, u64)>)> {
+        Vec::new()
+    }
 }
 
 /// The Firehose operation a target names, when Firehose is served.

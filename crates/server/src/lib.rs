@@ -20,13 +20,19 @@
 //! Also here: `GET /health`, `POST /moto-api/reset` (wipes every resource, when enabled) and
 //! `POST /millrace-api/advance-clock?ms=N` (moves the service clock forward, when enabled).
 //!
+//! `GET /metrics` answers the `AWS/Kinesis` and `AWS/Firehose` metrics as Prometheus text
+//! (`metrics`), `POST /millrace-api/rollup-metrics` rolls them up into CloudWatch datapoints
+//! now rather than at the next interval, and `/console` serves the web console (`console`).
+//!
 //! Not here: what operations mean (the service crates), body formats and the SigV4
 //! algorithm (`wire`).
 
 mod auth;
 pub mod authz;
+mod console;
 mod firehose;
 mod functions;
+pub mod metrics;
 pub mod policy;
 mod subscribe;
 mod tables;
@@ -132,6 +138,12 @@ pub struct App {
     tables: Option<Arc<dyn TablesService>>,
     /// Serves the Lambda API (`/2015-03-31/...`) when set.
     functions: Option<Arc<dyn FunctionsService>>,
+    /// The `AWS/Kinesis` counters (`metrics`).
+    pub kinesis_metrics: metrics::KinesisMetrics,
+    /// Previous totals of the `AWS/Firehose` counters, for their roll-up.
+    firehose_rolled: parking_lot::Mutex<metrics::CounterRollup>,
+    /// Log one INFO line per request (`--access-log`).
+    access_log: bool,
 }
 
 impl App {
@@ -153,7 +165,51 @@ impl App {
             firehose: None,
             tables: None,
             functions: None,
+            kinesis_metrics: metrics::KinesisMetrics::default(),
+            firehose_rolled: parking_lot::Mutex::new(metrics::CounterRollup::default()),
+            access_log: false,
         }
+    }
+
+    /// Logs one INFO line per request: request id, operation, stream, status, latency.
+    pub fn with_access_log(mut self, enabled: bool) -> App {
+        self.access_log = enabled;
+        self
+    }
+
+    /// Rolls the metrics counted since the previous roll-up into CloudWatch datapoints
+    /// (`AWS/Kinesis`, `AWS/Firehose`), stored by the tables service. Returns how many.
+    pub fn rollup_metrics(&self) -> Result<usize, String> {
+        let Some(tables) = &self.tables else {
+            return Ok(0);
+        };
+        let at_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let mut n_datapoints = 0;
+        for (_group, data) in self.kinesis_metrics.rollup() {
+            n_datapoints += data.len();
+            tables.put_service_metrics("AWS/Kinesis", at_secs, &data)?;
+        }
+        if let Some(firehose) = &self.firehose {
+            let data = self.firehose_rolled.lock().rollup(&firehose.metrics());
+            n_datapoints += data.len();
+            if !data.is_empty() {
+                tables.put_service_metrics("AWS/Firehose", at_secs, &data)?;
+            }
+        }
+        Ok(n_datapoints)
+    }
+
+    /// The Prometheus text of `GET /metrics`.
+    pub fn prometheus_text(&self) -> String {
+        let mut out = String::new();
+        self.kinesis_metrics.render_prometheus(&mut out);
+        if let Some(firehose) = &self.firehose {
+            metrics::render_firehose(&firehose.metrics(), &mut out);
+        }
+        out
     }
 
     /// Verifies every request's signature and authorizes it against the policies.
@@ -360,9 +416,26 @@ async fn handle(app: Arc<App>, peer: SocketAddr, request: Request<Incoming>) -> 
     let response = route(&app, request, &request_id, &target)
         .instrument(span.clone())
         .await;
+    let latency_us = started.elapsed().as_micros() as u64;
     span.record("status", response.status().as_u16());
-    span.record("latency_us", started.elapsed().as_micros() as u64);
+    span.record("latency_us", latency_us);
     span.in_scope(|| tracing::debug!("answered"));
+    if app.access_log {
+        let stream = response
+            .extensions()
+            .get::<LoggedStream>()
+            .map_or("", |s| s.0.as_str());
+        let operation = target.split_once('.').map_or(target.as_str(), |(_, op)| op);
+        tracing::info!(
+            target: "millrace::access",
+            request_id = %request_id,
+            operation,
+            stream,
+            status = response.status().as_u16(),
+            latency_us,
+            "request"
+        );
+    }
     with_ids(response, &request_id)
 }
 
@@ -389,6 +462,7 @@ async fn route(
             firehose::reset(app, request_id);
             tables::reset(app, request_id);
             functions::reset(app, request_id).await;
+            app.kinesis_metrics.clear();
             return match app.streams.reset().await {
                 Ok(()) => simple(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
                 Err(error) => {
@@ -420,6 +494,33 @@ async fn route(
                     r#"{"status":"error","message":"expected ?ms=N with N >= 0"}"#,
                 ),
             };
+        }
+        (&Method::GET, "/metrics") => {
+            return simple(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                app.prometheus_text(),
+            );
+        }
+        (&Method::POST, "/millrace-api/rollup-metrics") => {
+            return match app.rollup_metrics() {
+                Ok(n) => simple(
+                    StatusCode::OK,
+                    "application/json",
+                    format!(r#"{{"status":"ok","datapoints":{n}}}"#),
+                ),
+                Err(error) => {
+                    tracing::error!(%request_id, %error, "metrics roll-up failed");
+                    simple(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "application/json",
+                        r#"{"status":"error"}"#,
+                    )
+                }
+            };
+        }
+        (&Method::GET, _) if console::serves(&path) => {
+            return console::respond(app, &path);
         }
         _ if functions::serves(app, &path) => {
             return functions::respond(app, request, request_id).await;
@@ -596,14 +697,70 @@ async fn aws_request(
     if let kinesis::Request::SubscribeToShard(input) = decoded {
         return subscribe::respond(app, &ctx, format, input, &parts.headers);
     }
-    match app.streams.handle(&ctx, decoded).await {
+    let logged_stream = app
+        .access_log
+        .then(|| authz::resource_of(&app.streams, &ctx, &decoded))
+        .and_then(|arn| metrics::stream_name_in_arn(&arn).map(str::to_string));
+    let counted = metrics::Counted::of(&decoded);
+    let deleted = match &decoded {
+        kinesis::Request::DeleteStream(input) => input.stream_name.clone().or_else(|| {
+            input
+                .stream_arn
+                .as_deref()
+                .and_then(metrics::stream_name_in_arn)
+                .map(str::to_string)
+        }),
+        _ => None,
+    };
+    let started = Instant::now();
+    let result = app.streams.handle(&ctx, decoded).await;
+    if let Some(counted) = &counted {
+        let stream = match counted {
+            metrics::Counted::PutRecord { stream, .. }
+            | metrics::Counted::PutRecords { stream, .. } => Some(stream.clone()),
+            metrics::Counted::GetRecords { iterator } => app
+                .streams
+                .iterator_stream_arn(&ctx.account, &ctx.region, iterator)
+                .and_then(|arn| metrics::stream_name_in_arn(&arn).map(str::to_string)),
+        };
+        if let Some(stream) = stream
+            && let Some(stream_metrics) =
+                app.kinesis_metrics
+                    .stream(&ctx.account, &ctx.region, &stream)
+        {
+            let throttled = matches!(
+                &result,
+                Err(millrace_streams::Error::ThroughputExceeded { .. })
+            );
+            metrics::count(
+                &stream_metrics,
+                counted,
+                result.as_ref().ok(),
+                throttled,
+                started.elapsed().as_micros() as u64,
+            );
+        }
+    }
+    if let (Some(stream), Ok(_)) = (&deleted, &result) {
+        app.kinesis_metrics
+            .forget(&ctx.account, &ctx.region, stream);
+    }
+    let mut response = match result {
         Ok(response) => {
             let body = kinesis::encode_response(format, &response);
             simple(StatusCode::OK, format.content_type(), body)
         }
         Err(error) => service_error(format, &error, request_id),
+    };
+    if let Some(stream) = logged_stream {
+        response.extensions_mut().insert(LoggedStream(stream));
     }
+    response
 }
+
+/// The stream a request named, for the access log.
+#[derive(Clone, Debug)]
+struct LoggedStream(String);
 
 fn parses(format: Format, body: &[u8]) -> bool {
     match format {

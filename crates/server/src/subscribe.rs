@@ -30,10 +30,28 @@ pub fn respond(
     input: SubscribeToShardInput,
     _headers: &HeaderMap,
 ) -> Response<Body> {
+    let stream_metrics = crate::metrics::stream_name_in_arn(&input.consumer_arn)
+        .and_then(|name| app.kinesis_metrics.stream(&ctx.account, &ctx.region, name));
     let mut subscription = match app.streams.subscribe_to_shard(ctx, input) {
         Ok(subscription) => subscription,
-        Err(error) => return service_error(format, &error, &ctx.request_id),
+        Err(error) => {
+            if let Some(m) = &stream_metrics {
+                m.subscribe_success.observe(0);
+                // Another subscription is active, or came too soon (AWS counts both).
+                if matches!(
+                    error,
+                    millrace_streams::Error::LimitExceeded { .. }
+                        | millrace_streams::Error::ResourceInUse { .. }
+                ) {
+                    m.subscribe_rate_exceeded.observe(1);
+                }
+            }
+            return service_error(format, &error, &ctx.request_id);
+        }
     };
+    if let Some(m) = &stream_metrics {
+        m.subscribe_success.observe(1);
+    }
     let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(EVENTS_BUFFERED_MAX);
     let request_id = ctx.request_id.clone();
     tokio::spawn(async move {
@@ -46,7 +64,21 @@ pub fn respond(
         }
         while let Some(event) = subscription.next_event().await {
             let frame = match event {
-                Ok(event) => eventstream::encode_event(format, "SubscribeToShardEvent", &event),
+                Ok(event) => {
+                    if let Some(m) = &stream_metrics {
+                        let n_bytes: usize = event
+                            .records
+                            .iter()
+                            .map(|r| r.data.len() + r.partition_key.as_ref().map_or(0, String::len))
+                            .sum();
+                        m.subscribe_event_records
+                            .observe(event.records.len() as u64);
+                        m.subscribe_event_bytes.observe(n_bytes as u64);
+                        m.subscribe_event_millis_behind
+                            .observe(u64::try_from(event.millis_behind_latest).unwrap_or(0));
+                    }
+                    eventstream::encode_event(format, "SubscribeToShardEvent", &event)
+                }
                 Err(error) => {
                     let (kind, message) = error.to_aws();
                     if error.is_internal() {

@@ -73,6 +73,17 @@ pub trait TablesService: Send + Sync + 'static {
 
     /// Deletes every table and metric (`POST /moto-api/reset`).
     fn reset(&self) -> Result<(), String>;
+
+    /// Stores datapoints of a service's own namespace (`AWS/Kinesis`, `AWS/Firehose`) at
+    /// `at_secs`: the metrics roll-up.
+    fn put_service_metrics(
+        &self,
+        _namespace: &str,
+        _at_secs: f64,
+        _data: &[crate::metrics::Datum],
+    ) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The API, protocol and operation a request is for, if the tables service takes it.

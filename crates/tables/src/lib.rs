@@ -29,6 +29,7 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, TableDefinition};
 
 pub use error::Error;
+pub use metrics::ServiceDatum;
 pub use protocol::{Answer, Protocol};
 
 const TABLES: TableDefinition<&str, &[u8]> = TableDefinition::new("tables");
@@ -106,6 +107,17 @@ impl Tables {
         body: &[u8],
     ) -> Answer {
         metrics::answer(self, ctx, protocol, operation, body)
+    }
+
+    /// Stores datapoints of the service's own metrics (`AWS/Kinesis`, `AWS/Firehose`) at
+    /// `at_secs`, epoch seconds: the roll-up of the counters the services keep.
+    pub fn put_service_metrics(
+        &self,
+        namespace: &str,
+        at_secs: f64,
+        data: &[ServiceDatum],
+    ) -> Result<(), Error> {
+        metrics::put_service_metrics(self, namespace, at_secs, data)
     }
 
     /// Deletes every table and every metric (`POST /moto-api/reset`).

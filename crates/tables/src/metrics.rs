@@ -314,7 +314,7 @@ fn put_metric_data(tables: &Tables, request: &Map<String, Value>) -> Result<Valu
         )));
     }
     let now = now_secs();
-    let mut writes: Vec<(String, Value, i64, Sample, Option<String>)> = Vec::new();
+    let mut writes: Vec<PointWrite> = Vec::new();
     for datum in data {
         let empty = Map::new();
         let datum = datum.as_object().unwrap_or(&empty);
@@ -444,6 +444,63 @@ fn put_metric_data(tables: &Tables, request: &Map<String, Value>) -> Result<Valu
             unit,
         ));
     }
+    write_points(tables, now, writes)?;
+    Ok(json!({}))
+}
+
+/// One datapoint of a service's own metrics (`AWS/Kinesis`, `AWS/Firehose`), which
+/// `PutMetricData` refuses to take from clients.
+#[derive(Clone, Debug)]
+pub struct ServiceDatum {
+    pub metric_name: &'static str,
+    /// Dimension (name, value) pairs.
+    pub dimensions: Vec<(&'static str, String)>,
+    pub unit: &'static str,
+    pub sample_count: f64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// Stores datapoints of the service's own namespaces at `at_secs` (the metrics roll-up).
+pub(crate) fn put_service_metrics(
+    tables: &Tables,
+    namespace: &str,
+    at_secs: f64,
+    data: &[ServiceDatum],
+) -> Result<(), crate::Error> {
+    let mut writes = Vec::with_capacity(data.len());
+    for datum in data {
+        let dims: Vec<(String, Option<String>)> = datum
+            .dimensions
+            .iter()
+            .map(|(n, v)| (n.to_string(), Some(v.clone())))
+            .collect();
+        let description = json!({
+            "Namespace": namespace,
+            "MetricName": datum.metric_name,
+            "Dimensions": dims.iter().map(|(n, v)| json!({"Name": n, "Value": v})).collect::<Vec<_>>(),
+        });
+        writes.push((
+            series_id(namespace, datum.metric_name, &dims),
+            description,
+            (at_secs * 1000.0) as i64,
+            Sample {
+                count: datum.sample_count,
+                sum: datum.sum,
+                min: datum.min,
+                max: datum.max,
+            },
+            Some(datum.unit.to_string()),
+        ));
+    }
+    write_points(tables, now_secs(), writes)
+        .map_err(|e| crate::Error::Storage(format!("{}: {}", e.code, e.message)))
+}
+
+type PointWrite = (String, Value, i64, Sample, Option<String>);
+
+fn write_points(tables: &Tables, now: f64, writes: Vec<PointWrite>) -> Result<(), CwError> {
     let txn = tables.db().begin_write().map_err(internal)?;
     {
         let mut series = txn.open_table(SERIES).map_err(internal)?;
@@ -491,7 +548,7 @@ fn put_metric_data(tables: &Tables, request: &Map<String, Value>) -> Result<Valu
         }
     }
     txn.commit().map_err(internal)?;
-    Ok(json!({}))
+    Ok(())
 }
 
 impl CwError {
