@@ -92,6 +92,14 @@ fi
 ls /usr/lib/postgresql/*/bin/initdb
 
 # ----------------------------------------------------------------------------------------
+section "ffmpeg (Debian, for the Video suite)"
+# The Video suite makes H.264 MKV with ffmpeg and checks HLS and clips with ffprobe.
+if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
+    apt_install ffmpeg
+fi
+ffmpeg -version | head -1
+
+# ----------------------------------------------------------------------------------------
 section "S3 server for the Firehose suite (s3s-fs from crates.io)"
 # s3s-fs is the file-system S3 server of the s3s project (Apache-2.0), built once into
 # $TARGET_DIR/tools. 0.14.1 is the newest release that builds with this toolchain (1.95).

@@ -31,12 +31,14 @@ pub mod policy;
 mod subscribe;
 mod tables;
 pub mod tls;
+mod video;
 
 pub use auth::{Authenticator, CredentialSpec, Principal};
 pub use authz::Authorizer;
 pub use firehose::{FirehoseService, ServiceError};
 pub use functions::{FunctionsService, RestAnswer};
 pub use tables::{TablesAnswer, TablesApi, TablesCall, TablesProtocol, TablesService};
+pub use video::{VideoAnswer, VideoBody, VideoCall, VideoService};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -132,6 +134,8 @@ pub struct App {
     tables: Option<Arc<dyn TablesService>>,
     /// Serves the Lambda API (`/2015-03-31/...`) when set.
     functions: Option<Arc<dyn FunctionsService>>,
+    /// Serves the Kinesis Video Streams REST APIs when set.
+    video: Option<Arc<dyn VideoService>>,
 }
 
 impl App {
@@ -153,6 +157,7 @@ impl App {
             firehose: None,
             tables: None,
             functions: None,
+            video: None,
         }
     }
 
@@ -177,6 +182,12 @@ impl App {
     /// Serves the Lambda API's event source mappings and functions on the same listener.
     pub fn with_functions(mut self, functions: Arc<dyn FunctionsService>) -> App {
         self.functions = Some(functions);
+        self
+    }
+
+    /// Serves the Kinesis Video Streams APIs (REST, by path) on the same listener.
+    pub fn with_video(mut self, video: Arc<dyn VideoService>) -> App {
+        self.video = Some(video);
         self
     }
 
@@ -389,6 +400,7 @@ async fn route(
             firehose::reset(app, request_id);
             tables::reset(app, request_id);
             functions::reset(app, request_id).await;
+            video::reset(app, request_id);
             return match app.streams.reset().await {
                 Ok(()) => simple(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
                 Err(error) => {
@@ -423,6 +435,9 @@ async fn route(
         }
         _ if functions::serves(app, &path) => {
             return functions::respond(app, request, request_id).await;
+        }
+        _ if video::serves(app, &path) => {
+            return video::respond(app, request, request_id).await;
         }
         _ => {}
     }
