@@ -25,7 +25,10 @@ import urllib.request
 
 import boto3
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from harness import wait_until
@@ -223,11 +226,15 @@ def test_control_plane_errors(video):
     with pytest.raises(ClientError) as excinfo:
         video.delete_stream(StreamARN="arn:aws:kinesisvideo:us-east-1:000000000000:stream/x/1")
     assert error_code(excinfo) == ("ResourceNotFoundException", 404)
-    # Not JSON at all: an AWS-shaped error, never a 500.
-    request = urllib.request.Request(f"{video.meta.endpoint_url}/createStream", data=b"{not json",
-                                     method="POST")
+    # Not JSON at all (signed, so it passes authentication): an AWS-shaped error, not a 500.
+    url = f"{video.meta.endpoint_url}/createStream"
+    request = AWSRequest(method="POST", url=url, data=b"{not json",
+                         headers={"Content-Type": "application/json"})
+    SigV4Auth(Credentials("AKIDEXAMPLE", "secret"), "kinesisvideo", REGION).add_auth(request)
+    prepared = urllib.request.Request(url, data=b"{not json", method="POST",
+                                      headers=dict(request.headers.items()))
     with pytest.raises(urllib.error.HTTPError) as http_error:
-        urllib.request.urlopen(request, timeout=10)
+        urllib.request.urlopen(prepared, timeout=10)
     assert http_error.value.code == 400
     assert http_error.value.headers["x-amzn-ErrorType"] == "InvalidArgumentException"
 

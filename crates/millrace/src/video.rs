@@ -37,7 +37,9 @@ impl VideoService for Adapter {
                 query: call.query,
                 headers: call.headers,
                 endpoint: call.endpoint,
-                body: call.body.map(|chunk| chunk.map_err(BodyError)).boxed(),
+                body: parking_lot::Mutex::new(
+                    call.body.map(|chunk| chunk.map_err(BodyError)).boxed(),
+                ),
             };
             let answer = video.handle(call).await;
             VideoAnswer {

@@ -62,7 +62,9 @@ pub struct Call {
     /// This server's base URL as the client reached it (`http://127.0.0.1:4567`): the data
     /// endpoint and the base of session URLs.
     pub endpoint: String,
-    pub body: BodyStream,
+    /// In a mutex only to make `Call` `Sync` (handlers hold `&Call` across awaits); it
+    /// is never locked, only taken with `get_mut`.
+    pub body: Mutex<BodyStream>,
 }
 
 impl Call {
@@ -425,7 +427,8 @@ fn open_data(dir: &Path, uid: u64) -> Result<StreamData, VideoError> {
 async fn read_json(mut call: Call) -> Result<(Call, serde_json::Value), VideoError> {
     use futures::StreamExt;
     let mut bytes = Vec::new();
-    while let Some(chunk) = call.body.next().await {
+    let body = call.body.get_mut();
+    while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| VideoError::invalid(e.to_string()))?;
         if bytes.len() + chunk.len() > JSON_BODY_BYTES_MAX {
             return Err(VideoError::BodyTooLarge {

@@ -165,7 +165,7 @@ impl Video {
             None => self.now_ms(),
         };
         let data = self.stream_data(stream.uid)?;
-        let body = std::mem::replace(&mut call.body, futures::stream::empty().boxed());
+        let body = std::mem::replace(call.body.get_mut(), futures::stream::empty().boxed());
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(ACK_QUEUE_MAX);
         let video = self.clone();
         tokio::spawn(async move {
