@@ -20,13 +20,10 @@ import json
 import os
 import re
 import socket
-import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 import boto3
 
