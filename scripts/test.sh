@@ -101,6 +101,14 @@ fi
 /usr/bin/chromedriver --version
 
 # ----------------------------------------------------------------------------------------
+section "ffmpeg (Debian, for the Video suite)"
+# The Video suite makes H.264 MKV with ffmpeg and checks HLS and clips with ffprobe.
+if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
+    apt_install ffmpeg
+fi
+ffmpeg -version | sed -n 1p
+
+# ----------------------------------------------------------------------------------------
 section "Python virtualenv (.venv)"
 REQUIREMENTS="$ROOT/tests/python/requirements.txt"
 if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then

@@ -14,6 +14,7 @@ mod firehose;
 mod functions;
 mod security;
 mod tables;
+mod video;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -347,6 +348,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     app = app.with_tables(Arc::new(tables::Adapter(tables::open(&data_dir)?)));
     app = app.with_functions(Arc::new(functions::Adapter(consumers.clone())));
     app = app.with_access_log(args.access_log);
+    app = app.with_video(Arc::new(video::Adapter(video::open(
+        &data_dir,
+        clock.clone(),
+    )?)));
     let app = Arc::new(app);
     let listener = tokio::net::TcpListener::bind(listen)
         .await

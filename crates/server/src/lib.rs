@@ -37,12 +37,14 @@ pub mod policy;
 mod subscribe;
 mod tables;
 pub mod tls;
+mod video;
 
 pub use auth::{Authenticator, CredentialSpec, Principal};
 pub use authz::Authorizer;
 pub use firehose::{FirehoseService, ServiceError};
 pub use functions::{FunctionsService, RestAnswer};
 pub use tables::{TablesAnswer, TablesApi, TablesCall, TablesProtocol, TablesService};
+pub use video::{VideoAnswer, VideoBody, VideoCall, VideoService};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -144,6 +146,8 @@ pub struct App {
     firehose_rolled: parking_lot::Mutex<metrics::CounterRollup>,
     /// Log one INFO line per request (`--access-log`).
     access_log: bool,
+    /// Serves the Kinesis Video Streams REST APIs when set.
+    video: Option<Arc<dyn VideoService>>,
 }
 
 impl App {
@@ -168,6 +172,7 @@ impl App {
             kinesis_metrics: metrics::KinesisMetrics::default(),
             firehose_rolled: parking_lot::Mutex::new(metrics::CounterRollup::default()),
             access_log: false,
+            video: None,
         }
     }
 
@@ -233,6 +238,12 @@ impl App {
     /// Serves the Lambda API's event source mappings and functions on the same listener.
     pub fn with_functions(mut self, functions: Arc<dyn FunctionsService>) -> App {
         self.functions = Some(functions);
+        self
+    }
+
+    /// Serves the Kinesis Video Streams APIs (REST, by path) on the same listener.
+    pub fn with_video(mut self, video: Arc<dyn VideoService>) -> App {
+        self.video = Some(video);
         self
     }
 
@@ -463,6 +474,7 @@ async fn route(
             tables::reset(app, request_id);
             functions::reset(app, request_id).await;
             app.kinesis_metrics.clear();
+            video::reset(app, request_id);
             return match app.streams.reset().await {
                 Ok(()) => simple(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
                 Err(error) => {
@@ -524,6 +536,9 @@ async fn route(
         }
         _ if functions::serves(app, &path) => {
             return functions::respond(app, request, request_id).await;
+        }
+        _ if video::serves(app, &path) => {
+            return video::respond(app, request, request_id).await;
         }
         _ => {}
     }
