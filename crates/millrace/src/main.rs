@@ -7,6 +7,7 @@
 //! fsync the log, exit 0. `millrace gen-cert` writes a development TLS pair; `millrace kms`
 //! manages the master keys of encryption at rest (`security.rs`).
 
+mod analytics;
 mod config;
 mod firehose;
 mod functions;
@@ -294,6 +295,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         clock.clone(),
     )
     .context("cannot load the event source mappings")?;
+    let sql_applications = millrace_analytics::Analytics::open(
+        millrace_analytics::AnalyticsConfig::default(),
+        catalog.clone(),
+        streams.clone(),
+        clock.clone(),
+    )
+    .context("cannot load the analytics applications")?;
     let delivery = millrace_firehose::Firehose::open(
         firehose_config,
         catalog,
@@ -326,6 +334,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     app = app.with_firehose(Arc::new(firehose::Adapter(delivery.clone())));
     app = app.with_tables(Arc::new(tables::Adapter(tables::open(&data_dir)?)));
     app = app.with_functions(Arc::new(functions::Adapter(consumers.clone())));
+    app = app.with_analytics(Arc::new(analytics::Adapter(sql_applications.clone())));
     let app = Arc::new(app);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -360,6 +369,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     firehose::start(&delivery, &firehose_tasks, &shutdown);
     let function_tasks = tokio_util::task::TaskTracker::new();
     functions::start(&consumers, &function_tasks, &shutdown);
+    let analytics_tasks = tokio_util::task::TaskTracker::new();
+    analytics::start(&sql_applications, &analytics_tasks, &shutdown);
     tracing::info!(buckets = %delivery.describe_buckets(), "Firehose is delivering");
     let housekeeping = {
         let streams = streams.clone();
@@ -397,6 +408,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = housekeeping.await;
     firehose::stop(&firehose_tasks).await;
     functions::stop(&function_tasks).await;
+    analytics::stop(&analytics_tasks).await;
     signals.abort();
     log.shutdown().context("log shutdown failed")?;
     tracing::info!("stopped cleanly");

@@ -23,6 +23,7 @@
 //! Not here: what operations mean (the service crates), body formats and the SigV4
 //! algorithm (`wire`).
 
+mod analytics;
 mod auth;
 pub mod authz;
 mod firehose;
@@ -32,6 +33,7 @@ mod subscribe;
 mod tables;
 pub mod tls;
 
+pub use analytics::{AnalyticsError, AnalyticsService};
 pub use auth::{Authenticator, CredentialSpec, Principal};
 pub use authz::Authorizer;
 pub use firehose::{FirehoseService, ServiceError};
@@ -132,6 +134,8 @@ pub struct App {
     tables: Option<Arc<dyn TablesService>>,
     /// Serves the Lambda API (`/2015-03-31/...`) when set.
     functions: Option<Arc<dyn FunctionsService>>,
+    /// Serves `KinesisAnalytics_20150814.*` when set.
+    analytics: Option<Arc<dyn AnalyticsService>>,
 }
 
 impl App {
@@ -153,6 +157,7 @@ impl App {
             firehose: None,
             tables: None,
             functions: None,
+            analytics: None,
         }
     }
 
@@ -177,6 +182,12 @@ impl App {
     /// Serves the Lambda API's event source mappings and functions on the same listener.
     pub fn with_functions(mut self, functions: Arc<dyn FunctionsService>) -> App {
         self.functions = Some(functions);
+        self
+    }
+
+    /// Serves the Kinesis Data Analytics API (`KinesisAnalytics_20150814.*`).
+    pub fn with_analytics(mut self, analytics: Arc<dyn AnalyticsService>) -> App {
+        self.analytics = Some(analytics);
         self
     }
 
@@ -389,6 +400,7 @@ async fn route(
             firehose::reset(app, request_id);
             tables::reset(app, request_id);
             functions::reset(app, request_id).await;
+            analytics::reset(app, request_id);
             return match app.streams.reset().await {
                 Ok(()) => simple(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
                 Err(error) => {
@@ -425,6 +437,9 @@ async fn route(
             return functions::respond(app, request, request_id).await;
         }
         _ => {}
+    }
+    if let Some(operation) = analytics::claim(app, &request, target) {
+        return analytics::respond(app, request, request_id, operation).await;
     }
     if let Some(call) = tables::claim(app, &request, target) {
         return tables::respond(app, request, request_id, call).await;
