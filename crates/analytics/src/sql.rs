@@ -179,10 +179,10 @@ fn tokenize(code: &str) -> Result<Vec<Token>, SqlError> {
             let pair: String = [Some(c), next].iter().flatten().collect();
             if let Some(sym) = TWO.iter().find(|s| **s == pair) {
                 i += 2;
-                Tok::Sym(*sym)
+                Tok::Sym(sym)
             } else if let Some(sym) = ONE.iter().find(|s| s.starts_with(c)) {
                 i += 1;
-                Tok::Sym(*sym)
+                Tok::Sym(sym)
             } else if c == '%' {
                 i += 1;
                 Tok::Sym("%")
@@ -418,7 +418,7 @@ pub enum Statement {
         name: String,
         target: String,
         columns: Option<Vec<String>>,
-        select: Select,
+        select: Box<Select>,
     },
 }
 
@@ -620,7 +620,7 @@ impl Parser {
             } else {
                 None
             };
-            let select = self.select()?;
+            let select = Box::new(self.select()?);
             return Ok(Statement::CreatePump {
                 name,
                 target,
@@ -697,9 +697,8 @@ impl Parser {
                 items.push(SelectItem::Wildcard);
             } else {
                 let expr = self.expr()?;
-                let alias = if self.eat_word("AS") {
-                    Some(self.identifier()?)
-                } else if matches!(self.peek(), Some(Tok::Quoted(_)))
+                let alias = if self.eat_word("AS")
+                    || matches!(self.peek(), Some(Tok::Quoted(_)))
                     || matches!(self.peek(), Some(Tok::Word(w)) if !RESERVED.contains(&w.as_str()))
                 {
                     Some(self.identifier()?)
