@@ -7,7 +7,9 @@ an application reads a Kinesis stream, runs a filter and a tumbling per-minute a
 an output stream; the test computes the expected aggregates itself from the records'
 ApproximateArrivalTimestamp (ROWTIME), and moves the server's clock
 (``/millrace-api/advance-clock``) so windows close without waiting. Bad input rows go to
-``error_stream``, routed to an output. A SIGKILL in the middle of an open window loses and
+``error_stream``, routed to an output. A sliding window (``RANGE INTERVAL '1' MINUTE
+PRECEDING``, partitioned by ticker) gives one row per input row, checked against the test's
+own computation. A SIGKILL in the middle of an open window loses and
 repeats nothing of the aggregate.
 
 Every wait polls a condition under a deadline (``wait_until``).
@@ -343,3 +345,48 @@ def test_restart_in_the_middle_of_a_window(make_server):
     expected = expected_aggregates(read_all(kinesis, source), 3_600_000)
     actual = actual_aggregates(wait_records(kinesis, dest, len(expected)))
     assert_same(actual, expected)
+
+
+SLIDING_SQL = """
+CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (
+    ticker VARCHAR(4), n INTEGER, avg_price DOUBLE, max_price DOUBLE);
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
+    SELECT STREAM ticker, COUNT(*) OVER W1, AVG(price) OVER W1, MAX(price) OVER W1
+    FROM "SOURCE_SQL_STREAM_001"
+    WINDOW W1 AS (PARTITION BY ticker RANGE INTERVAL '1' MINUTE PRECEDING);
+"""
+
+
+def test_sliding_window_end_to_end(endpoint):
+    ka = analytics(endpoint)
+    kinesis = client(endpoint)
+    source, dest = unique_name("src"), unique_name("dst")
+    create_active(kinesis, source)
+    create_active(kinesis, dest)
+    name = unique_name("app")
+    ka.create_application(ApplicationName=name, Inputs=[input_config(source)],
+                          Outputs=[output_config("DESTINATION_SQL_STREAM", dest)], ApplicationCode=SLIDING_SQL)
+    input_id = describe(ka, name)["InputDescriptions"][0]["InputId"]
+    ka.start_application(ApplicationName=name, InputConfigurations=[{
+        "Id": input_id, "InputStartingPositionConfiguration": {"InputStartingPosition": "TRIM_HORIZON"}}])
+    put(kinesis, source, trades(20, 5))
+    advance_clock(endpoint, 45_000)
+    put(kinesis, source, trades(20, 6))
+    advance_clock(endpoint, 45_000)
+    put(kinesis, source, trades(20, 7))
+
+    # One output row per input row, over the same ticker's rows of the last minute.
+    seen: list[tuple[int, str, float]] = []
+    expected = []
+    for record in read_all(kinesis, source):
+        row = json.loads(record["Data"])
+        at = round(record["ApproximateArrivalTimestamp"].timestamp() * 1000)
+        seen.append((at, row["ticker"], row["price"]))
+        window = [p for (t, k, p) in seen if k == row["ticker"] and t >= at - 60_000]
+        expected.append((row["ticker"], len(window), sum(window) / len(window), max(window)))
+    rows = [json.loads(r["Data"]) for r in wait_records(kinesis, dest, len(expected))]
+    actual = [(r["TICKER"], r["N"], r["AVG_PRICE"], r["MAX_PRICE"]) for r in rows]
+    assert len(actual) == len(expected) == 60
+    for a, e in zip(actual, expected):
+        assert a[:2] == e[:2], (a, e)
+        assert math.isclose(a[2], e[2], rel_tol=1e-9) and a[3] == e[3], (a, e)
