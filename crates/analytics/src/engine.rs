@@ -1571,13 +1571,23 @@ fn call(name: &str, args: &[CExpr], env: &Env<'_>) -> Value {
     }
 }
 
-/// A row as a JSON output record (`{"COLUMN": value, ...}`).
+/// A row as a JSON output record (`{"COLUMN": value, ...}`, in column order as KDA writes it;
+/// written by hand because serde_json's map sorts its keys).
 pub fn row_to_json(stream: &StreamDef, row: &Row) -> Vec<u8> {
-    let mut map = serde_json::Map::new();
-    for (c, v) in stream.columns.iter().zip(&row.values) {
-        map.insert(c.name.clone(), v.to_json());
+    let mut out = Vec::with_capacity(16 * row.values.len() + 2);
+    out.push(b'{');
+    for (i, (c, v)) in stream.columns.iter().zip(&row.values).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let key = serde_json::to_vec(&c.name).unwrap_or_default();
+        out.extend_from_slice(&key);
+        out.push(b':');
+        let value = serde_json::to_vec(&v.to_json()).unwrap_or_else(|_| b"null".to_vec());
+        out.extend_from_slice(&value);
     }
-    serde_json::to_vec(&serde_json::Value::Object(map)).unwrap_or_default()
+    out.push(b'}');
+    out
 }
 
 /// A row as a CSV output record (comma-separated, quoted when needed, newline-terminated).
@@ -1713,6 +1723,32 @@ CREATE OR REPLACE PUMP "P" AS INSERT INTO "DEST" SELECT STREAM COUNT(*) FROM "SO
 CREATE OR REPLACE PUMP "P" AS INSERT INTO "DEST" SELECT STREAM NOPE FROM "SOURCE_SQL_STREAM_001";"#;
         let error = Program::compile(bad, &source()).expect_err("unknown column");
         assert!(error.contains("column \"NOPE\" not found"), "{error}");
+    }
+
+    #[test]
+    fn json_output_keeps_column_order() {
+        let stream = StreamDef {
+            name: "D".into(),
+            columns: vec![
+                Column {
+                    name: "Z".into(),
+                    sql_type: SqlType::Integer,
+                },
+                Column {
+                    name: "A".into(),
+                    sql_type: SqlType::Timestamp,
+                },
+            ],
+            is_source: false,
+        };
+        let row = Row {
+            rowtime: 0,
+            values: vec![Value::Int(1), Value::Timestamp(60_000)],
+        };
+        assert_eq!(
+            row_to_json(&stream, &row),
+            br#"{"Z":1,"A":"1970-01-01 00:01:00.000"}"#.to_vec()
+        );
     }
 
     #[test]
