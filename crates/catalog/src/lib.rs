@@ -53,6 +53,11 @@ pub enum Table {
     /// Channel delivery progress (`ChannelCheckpointRecord`), keyed by channel id; apart so
     /// the frequent checkpoint writes stay small.
     ChannelCheckpoints,
+    /// Kinesis Data Analytics SQL applications, keyed by `account/region/name`.
+    Applications,
+    /// Analytics application progress (source shard positions and window state), keyed
+    /// like `Applications`; apart so the frequent checkpoint writes stay small.
+    ApplicationCheckpoints,
 }
 
 impl Table {
@@ -70,10 +75,12 @@ impl Table {
             Table::MappingCheckpoints => TableDefinition::new("mapping_checkpoints"),
             Table::Channels => TableDefinition::new("channels"),
             Table::ChannelCheckpoints => TableDefinition::new("channel_checkpoints"),
+            Table::Applications => TableDefinition::new("applications"),
+            Table::ApplicationCheckpoints => TableDefinition::new("application_checkpoints"),
         }
     }
 
-    const ALL: [Table; 12] = [
+    const ALL: [Table; 14] = [
         Table::Streams,
         Table::Accounts,
         Table::Meta,
@@ -86,6 +93,8 @@ impl Table {
         Table::MappingCheckpoints,
         Table::Channels,
         Table::ChannelCheckpoints,
+        Table::Applications,
+        Table::ApplicationCheckpoints,
     ];
 }
 

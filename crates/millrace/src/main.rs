@@ -9,6 +9,7 @@
 //! `millrace tail STREAM` and `millrace put STREAM` talk to a running server (`cli.rs`).
 
 mod cli;
+mod analytics;
 mod config;
 mod firehose;
 mod functions;
@@ -315,6 +316,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         clock.clone(),
     )
     .context("cannot load the event source mappings")?;
+    let sql_applications = millrace_analytics::Analytics::open(
+        millrace_analytics::AnalyticsConfig::default(),
+        catalog.clone(),
+        streams.clone(),
+        clock.clone(),
+    )
+    .context("cannot load the analytics applications")?;
     let delivery = millrace_firehose::Firehose::open(
         firehose_config,
         catalog,
@@ -352,6 +360,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         &data_dir,
         clock.clone(),
     )?)));
+    app = app.with_analytics(Arc::new(analytics::Adapter(sql_applications.clone())));
     let app = Arc::new(app);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -386,6 +395,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     firehose::start(&delivery, &firehose_tasks, &shutdown);
     let function_tasks = tokio_util::task::TaskTracker::new();
     functions::start(&consumers, &function_tasks, &shutdown);
+    let analytics_tasks = tokio_util::task::TaskTracker::new();
+    analytics::start(&sql_applications, &analytics_tasks, &shutdown);
     tracing::info!(buckets = %delivery.describe_buckets(), "Firehose is delivering");
     let housekeeping = {
         let streams = streams.clone();
@@ -449,6 +460,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = metrics_rollup.await;
     firehose::stop(&firehose_tasks).await;
     functions::stop(&function_tasks).await;
+    analytics::stop(&analytics_tasks).await;
     signals.abort();
     log.shutdown().context("log shutdown failed")?;
     tracing::info!("stopped cleanly");

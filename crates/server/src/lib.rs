@@ -27,6 +27,7 @@
 //! Not here: what operations mean (the service crates), body formats and the SigV4
 //! algorithm (`wire`).
 
+mod analytics;
 mod auth;
 pub mod authz;
 mod console;
@@ -39,6 +40,7 @@ mod tables;
 pub mod tls;
 mod video;
 
+pub use analytics::{AnalyticsError, AnalyticsService};
 pub use auth::{Authenticator, CredentialSpec, Principal};
 pub use authz::Authorizer;
 pub use firehose::{FirehoseService, ServiceError};
@@ -148,6 +150,8 @@ pub struct App {
     access_log: bool,
     /// Serves the Kinesis Video Streams REST APIs when set.
     video: Option<Arc<dyn VideoService>>,
+    /// Serves `KinesisAnalytics_20150814.*` when set.
+    analytics: Option<Arc<dyn AnalyticsService>>,
 }
 
 impl App {
@@ -173,6 +177,7 @@ impl App {
             firehose_rolled: parking_lot::Mutex::new(metrics::CounterRollup::default()),
             access_log: false,
             video: None,
+            analytics: None,
         }
     }
 
@@ -244,6 +249,12 @@ impl App {
     /// Serves the Kinesis Video Streams APIs (REST, by path) on the same listener.
     pub fn with_video(mut self, video: Arc<dyn VideoService>) -> App {
         self.video = Some(video);
+        self
+    }
+
+    /// Serves the Kinesis Data Analytics API (`KinesisAnalytics_20150814.*`).
+    pub fn with_analytics(mut self, analytics: Arc<dyn AnalyticsService>) -> App {
+        self.analytics = Some(analytics);
         self
     }
 
@@ -475,6 +486,7 @@ async fn route(
             functions::reset(app, request_id).await;
             app.kinesis_metrics.clear();
             video::reset(app, request_id);
+            analytics::reset(app, request_id);
             return match app.streams.reset().await {
                 Ok(()) => simple(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
                 Err(error) => {
@@ -541,6 +553,9 @@ async fn route(
             return video::respond(app, request, request_id).await;
         }
         _ => {}
+    }
+    if let Some(operation) = analytics::claim(app, &request, target) {
+        return analytics::respond(app, request, request_id, operation).await;
     }
     if let Some(call) = tables::claim(app, &request, target) {
         return tables::respond(app, request, request_id, call).await;

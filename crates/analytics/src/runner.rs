@@ -1,0 +1,490 @@
+//! The runner of one running application: reads its source stream's shards in process
+//! (`Streams::handle` GetShardIterator/GetRecords, like the function consumers' poller),
+//! maps records through the input schema into rows, runs them through the [`Engine`], sends
+//! the rows of output streams to their Kinesis streams (PutRecords) and checkpoints.
+//!
+//! Order of effects per round: read every shard once; if every shard is caught up, move the
+//! watermark to the time the round began minus `WATERMARK_SLACK_MS` (records appended just
+//! before are visible by then), which emits windows that ended; send the outputs, retrying
+//! until they are all accepted (AWS retries a destination forever too); only then write the
+//! checkpoint (shard positions + engine state). A crash between sending and checkpointing
+//! sends those results again after the restart (at-least-once); nothing is lost, and an open
+//! window resumes with the rows it had.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use millrace_catalog::Table;
+use millrace_streams::RequestContext;
+use millrace_wire::EpochMillis;
+use millrace_wire::kinesis as k;
+use serde_json::Value as Json;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Emitted, Engine, Program, row_to_csv, row_to_json};
+use crate::{ApplicationRecord, Checkpoint, Inner, input, sources};
+
+/// Records per GetRecords.
+const GET_RECORDS_LIMIT: i32 = 10_000;
+/// How often the shard list is refreshed.
+const LIST_SHARDS_INTERVAL_MS: u64 = 5_000;
+/// Shards read per application at most.
+const SHARDS_MAX: usize = 500;
+/// How far behind the round's start the watermark stays.
+const WATERMARK_SLACK_MS: i64 = 2_000;
+/// Records per PutRecords (the Kinesis maximum).
+const PUT_BATCH_RECORDS_MAX: usize = 500;
+/// Backoff after a failed read or a rejected output record.
+const ERROR_BACKOFF_MS: u64 = 500;
+
+pub(crate) fn stream_ctx(arn: &str) -> RequestContext {
+    let parts: Vec<&str> = arn.split(':').collect();
+    RequestContext {
+        account: parts.get(4).copied().unwrap_or_default().to_string(),
+        region: parts.get(3).copied().unwrap_or_default().to_string(),
+        request_id: "analytics".into(),
+        principal: None,
+    }
+}
+
+async fn list_shards(
+    inner: &Inner,
+    ctx: &RequestContext,
+    arn: &str,
+) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let input = match &token {
+            Some(t) => k::ListShardsInput {
+                next_token: Some(t.clone()),
+                ..Default::default()
+            },
+            None => k::ListShardsInput {
+                stream_arn: Some(arn.to_string()),
+                ..Default::default()
+            },
+        };
+        let response = inner
+            .streams
+            .handle(ctx, k::Request::ListShards(input))
+            .await
+            .map_err(|e| e.to_string())?;
+        let k::Response::ListShards(output) = response else {
+            return Err("unexpected ListShards answer".into());
+        };
+        out.extend(
+            output
+                .shards
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| s.shard_id),
+        );
+        token = output.next_token;
+        if token.is_none() || out.len() >= SHARDS_MAX {
+            break;
+        }
+    }
+    out.truncate(SHARDS_MAX);
+    Ok(out)
+}
+
+async fn shard_iterator(
+    inner: &Inner,
+    ctx: &RequestContext,
+    arn: &str,
+    shard: &str,
+    after: Option<&str>,
+    initial: &str,
+    start_ms: i64,
+) -> Result<String, String> {
+    let (kind, sequence, timestamp) = match (after, initial) {
+        (Some(seq), _) => (
+            k::ShardIteratorType::AfterSequenceNumber,
+            Some(seq.to_string()),
+            None,
+        ),
+        (None, "TRIM_HORIZON") => (k::ShardIteratorType::TrimHorizon, None, None),
+        (None, "LATEST") => (k::ShardIteratorType::Latest, None, None),
+        (None, _) => (
+            k::ShardIteratorType::AtTimestamp,
+            None,
+            Some(EpochMillis(start_ms)),
+        ),
+    };
+    let input = k::GetShardIteratorInput {
+        dry_run: None,
+        shard_id: shard.to_string(),
+        shard_iterator_type: kind,
+        starting_sequence_number: sequence,
+        stream_arn: Some(arn.to_string()),
+        stream_id: None,
+        stream_name: None,
+        timestamp,
+    };
+    match inner
+        .streams
+        .handle(ctx, k::Request::GetShardIterator(input))
+        .await
+    {
+        Ok(k::Response::GetShardIterator(output)) => output
+            .shard_iterator
+            .ok_or_else(|| "no shard iterator".into()),
+        Ok(_) => Err("unexpected GetShardIterator answer".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn get_records(
+    inner: &Inner,
+    ctx: &RequestContext,
+    arn: &str,
+    iterator: String,
+) -> Result<k::GetRecordsOutput, String> {
+    let input = k::GetRecordsInput {
+        limit: Some(GET_RECORDS_LIMIT),
+        shard_iterator: iterator,
+        stream_arn: Some(arn.to_string()),
+        ..Default::default()
+    };
+    match inner
+        .streams
+        .handle(ctx, k::Request::GetRecords(input))
+        .await
+    {
+        Ok(k::Response::GetRecords(output)) => Ok(output),
+        Ok(_) => Err("unexpected GetRecords answer".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Up to `max` records of a stream (DiscoverInputSchema).
+pub(crate) async fn sample(
+    inner: &Inner,
+    ctx: &RequestContext,
+    arn: &str,
+    position: &str,
+    max: usize,
+) -> Result<Vec<Vec<u8>>, String> {
+    let stream_ctx = RequestContext {
+        request_id: ctx.request_id.clone(),
+        ..stream_ctx(arn)
+    };
+    let initial = if position == "NOW" {
+        "LATEST"
+    } else {
+        "TRIM_HORIZON"
+    };
+    let mut out = Vec::new();
+    for shard in list_shards(inner, &stream_ctx, arn).await? {
+        let mut iterator =
+            Some(shard_iterator(inner, &stream_ctx, arn, &shard, None, initial, 0).await?);
+        // A few reads per shard: a fresh shard answers its records in one or two.
+        for _ in 0..3 {
+            let Some(it) = iterator.take() else { break };
+            let output = get_records(inner, &stream_ctx, arn, it).await?;
+            let empty = output.records.is_empty();
+            out.extend(output.records.into_iter().map(|r| r.data.to_vec()));
+            if out.len() >= max {
+                out.truncate(max);
+                return Ok(out);
+            }
+            iterator = output.next_shard_iterator;
+            if empty && output.millis_behind_latest.unwrap_or(0) == 0 {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+struct Output {
+    stream: usize,
+    arn: String,
+    csv: bool,
+}
+
+pub(crate) async fn run(inner: Arc<Inner>, app: ApplicationRecord, stop: CancellationToken) {
+    tracing::info!(application = %app.name, "analytics application started");
+    if let Err(error) = run_inner(&inner, &app, &stop).await {
+        tracing::error!(application = %app.name, %error, "analytics application stopped on an error");
+    }
+    tracing::info!(application = %app.name, "analytics application stopped");
+}
+
+async fn pause(stop: &CancellationToken, ms: u64) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_millis(ms)) => true,
+        () = stop.cancelled() => false,
+    }
+}
+
+async fn run_inner(
+    inner: &Arc<Inner>,
+    app: &ApplicationRecord,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    let key = app.key();
+    let Some(input) = app.inputs.first() else {
+        return Err("the application has no input".into());
+    };
+    let Some(arn) = input
+        .pointer("/KinesisStreamsInputDescription/ResourceARN")
+        .and_then(Json::as_str)
+        .map(str::to_string)
+    else {
+        return Err(
+            "only Kinesis stream inputs run for now (Firehose inputs are stored only)".into(),
+        );
+    };
+    let schema = input::Schema::from_json(input.get("InputSchema").unwrap_or(&Json::Null))?;
+    let srcs = sources(&app.inputs)?;
+    let program = Program::compile(app.code.as_deref().unwrap_or(""), &srcs)?;
+    let source_streams: Vec<usize> = srcs
+        .iter()
+        .filter_map(|(n, _)| program.stream_index(n))
+        .collect();
+    let mut outputs = Vec::new();
+    for o in &app.outputs {
+        let name = o.get("Name").and_then(Json::as_str).unwrap_or_default();
+        let Some(stream) = program.stream_index(name) else {
+            continue;
+        };
+        match o
+            .pointer("/KinesisStreamsOutputDescription/ResourceARN")
+            .and_then(Json::as_str)
+        {
+            Some(arn) => outputs.push(Output {
+                stream,
+                arn: arn.to_string(),
+                csv: o
+                    .pointer("/DestinationSchema/RecordFormatType")
+                    .and_then(Json::as_str)
+                    == Some("CSV"),
+            }),
+            None => {
+                tracing::warn!(application = %app.name, output = %name, "only Kinesis stream outputs are delivered for now; this output is stored only")
+            }
+        }
+    }
+    let mut engine = Engine::new(program);
+    let mut checkpoint: Checkpoint = inner
+        .catalog
+        .get(Table::ApplicationCheckpoints, &key)
+        .map_err(|e| e.to_string())?
+        .unwrap_or_else(|| Checkpoint {
+            initial: "NOW".into(),
+            start_ms: inner.clock.now_millis(),
+            ..Default::default()
+        });
+    if checkpoint.code == app.code
+        && let Some(state) = checkpoint.engine.take()
+        && !engine.restore(state)
+    {
+        tracing::warn!(application = %app.name, "checkpointed window state does not fit the code; windows start afresh");
+    }
+    let ctx = stream_ctx(&arn);
+    let mut iterators: HashMap<String, Option<String>> = HashMap::new();
+    let mut shards: Vec<String> = Vec::new();
+    let mut next_list = Instant::now();
+    let mut partition_counter: u64 = 0;
+    while !stop.is_cancelled() {
+        if Instant::now() >= next_list {
+            match list_shards(inner, &ctx, &arn).await {
+                Ok(list) => {
+                    shards = list;
+                    next_list = Instant::now() + Duration::from_millis(LIST_SHARDS_INTERVAL_MS);
+                }
+                Err(error) => {
+                    tracing::warn!(application = %app.name, %error, "cannot list the source stream's shards");
+                    if !pause(stop, ERROR_BACKOFF_MS * 4).await {
+                        break;
+                    }
+                    continue;
+                }
+            }
+        }
+        let round_start_ms = inner.clock.now_millis();
+        let mut out: Vec<Emitted> = Vec::new();
+        let mut caught_up = true;
+        let mut read_any = false;
+        for (i, shard) in shards.iter().enumerate() {
+            if checkpoint.finished.contains(shard) {
+                continue;
+            }
+            let iterator = match iterators.get_mut(shard).and_then(Option::take) {
+                Some(it) => it,
+                None => match shard_iterator(
+                    inner,
+                    &ctx,
+                    &arn,
+                    shard,
+                    checkpoint.positions.get(shard).map(String::as_str),
+                    &checkpoint.initial,
+                    checkpoint.start_ms,
+                )
+                .await
+                {
+                    Ok(it) => it,
+                    Err(error) => {
+                        tracing::warn!(application = %app.name, %shard, %error, "cannot get a shard iterator");
+                        caught_up = false;
+                        continue;
+                    }
+                },
+            };
+            let output = match get_records(inner, &ctx, &arn, iterator).await {
+                Ok(output) => output,
+                Err(error) => {
+                    tracing::debug!(application = %app.name, %shard, %error, "GetRecords failed; a new iterator follows");
+                    caught_up = false;
+                    continue;
+                }
+            };
+            if output.millis_behind_latest.unwrap_or(0) > 0 {
+                caught_up = false;
+            }
+            let source = source_streams
+                .get(i % source_streams.len().max(1))
+                .copied()
+                .unwrap_or(0);
+            for record in &output.records {
+                let arrival = record
+                    .approximate_arrival_timestamp
+                    .map_or(round_start_ms, |t| t.0);
+                for row in schema.decode(&record.data) {
+                    match row {
+                        Ok(values) => engine.insert_source(source, arrival, values, &mut out),
+                        Err(message) => {
+                            engine.reject_source(arrival, &record.data, &message, &mut out)
+                        }
+                    }
+                }
+                checkpoint
+                    .positions
+                    .insert(shard.clone(), record.sequence_number.clone());
+                read_any = true;
+            }
+            match output.next_shard_iterator {
+                Some(next) => {
+                    iterators.insert(shard.clone(), Some(next));
+                }
+                None => checkpoint.finished.push(shard.clone()),
+            }
+        }
+        if caught_up {
+            engine.advance(round_start_ms.saturating_sub(WATERMARK_SLACK_MS), &mut out);
+        }
+        let emitted = out
+            .iter()
+            .any(|e| outputs.iter().any(|o| o.stream == e.stream));
+        if !send(
+            inner,
+            app,
+            &engine,
+            &outputs,
+            out,
+            &mut partition_counter,
+            stop,
+        )
+        .await
+        {
+            break;
+        }
+        if read_any || emitted {
+            checkpoint.engine = Some(engine.state().clone());
+            checkpoint.code = app.code.clone();
+            if stop.is_cancelled() {
+                break;
+            }
+            let write = inner
+                .catalog
+                .write(|txn| txn.put(Table::ApplicationCheckpoints, &key, &checkpoint));
+            checkpoint.engine = None;
+            if let Err(error) = write {
+                tracing::error!(application = %app.name, %error, "cannot write the checkpoint");
+            }
+        }
+        if !read_any && !pause(stop, inner.config.poll_interval_ms).await {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Sends the rows of output streams; false when stopped before everything was accepted.
+async fn send(
+    inner: &Inner,
+    app: &ApplicationRecord,
+    engine: &Engine,
+    outputs: &[Output],
+    rows: Vec<Emitted>,
+    counter: &mut u64,
+    stop: &CancellationToken,
+) -> bool {
+    for output in outputs {
+        let Some(stream) = engine.program.streams.get(output.stream) else {
+            continue;
+        };
+        let mut pending: Vec<k::PutRecordsRequestEntry> = rows
+            .iter()
+            .filter(|e| e.stream == output.stream)
+            .map(|e| {
+                *counter += 1;
+                k::PutRecordsRequestEntry {
+                    data: if output.csv {
+                        row_to_csv(&e.row)
+                    } else {
+                        row_to_json(stream, &e.row)
+                    }
+                    .into(),
+                    explicit_hash_key: None,
+                    partition_key: Some(format!("{}-{}", app.name, *counter % 1024)),
+                }
+            })
+            .collect();
+        let ctx = stream_ctx(&output.arn);
+        while !pending.is_empty() {
+            if stop.is_cancelled() {
+                return false;
+            }
+            let take = pending.len().min(PUT_BATCH_RECORDS_MAX);
+            let batch: Vec<k::PutRecordsRequestEntry> = pending.drain(..take).collect();
+            let input = k::PutRecordsInput {
+                records: batch.clone(),
+                stream_arn: Some(output.arn.clone()),
+                ..Default::default()
+            };
+            match inner
+                .streams
+                .handle(&ctx, k::Request::PutRecords(input))
+                .await
+            {
+                Ok(k::Response::PutRecords(result)) => {
+                    let failed: Vec<k::PutRecordsRequestEntry> = result
+                        .records
+                        .iter()
+                        .zip(batch)
+                        .filter(|(r, _)| r.error_code.is_some())
+                        .map(|(_, e)| e)
+                        .collect();
+                    if !failed.is_empty() {
+                        pending = failed.into_iter().chain(pending).collect();
+                        if !pause(stop, ERROR_BACKOFF_MS).await {
+                            return false;
+                        }
+                    }
+                }
+                Ok(_) | Err(_) => {
+                    tracing::warn!(application = %app.name, destination = %output.arn, "output stream refused records; retrying");
+                    pending = batch.into_iter().chain(pending).collect();
+                    if !pause(stop, ERROR_BACKOFF_MS).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+    true
+}
