@@ -8,8 +8,8 @@
 //! manages the master keys of encryption at rest (`security.rs`). `millrace streams`,
 //! `millrace tail STREAM` and `millrace put STREAM` talk to a running server (`cli.rs`).
 
-mod cli;
 mod analytics;
+mod cli;
 mod config;
 mod firehose;
 mod functions;
