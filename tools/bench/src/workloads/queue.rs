@@ -1,8 +1,9 @@
 //! `queue`: receive-and-acknowledge throughput of a stream queue with many workers (the
 //! 2026 queue API: CreateQueue, ReceiveQueueRecords, AcknowledgeQueueRecords).
 //!
-//! Preload: PutRecords (500 per call) of `--records` records into a stream with a queue on
-//! it (starting at TRIM_HORIZON). Drain: `--workers` tasks, each with its own connection,
+//! Preload: PutRecords (500 per call) of `--records` records into an on-demand stream
+//! (`--shards` shards, created provisioned and switched) with a queue on it (starting at
+//! TRIM_HORIZON). Drain: `--workers` tasks, each with its own connection,
 //! loop ReceiveQueueRecords (`--limit`, at most 10) then AcknowledgeQueueRecords with the
 //! receipt handles they got, until every record was acknowledged or `--timeout` passed.
 //! The rate is acknowledged records over the time from the first receive to the last
@@ -127,6 +128,17 @@ pub async fn run(ctx: &Ctx, args: &Args, report: &mut Report) -> anyhow::Result<
         .as_str()
         .context("DescribeStreamSummary answered without StreamARN")?
         .to_owned();
+    // Queues need an on-demand stream: switch the stream (keeping its shards) and wait.
+    connection
+        .call(
+            "UpdateStreamMode",
+            to_bytes(
+                &json!({"StreamARN": stream_arn, "StreamModeDetails": {"StreamMode": "ON_DEMAND"}}),
+            ),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("UpdateStreamMode: {e}"))?;
+    crate::setup::wait_active(&mut connection, &stream, ACTIVE_TIMEOUT).await?;
     let queue_arn = create_queue(&mut connection, &format!("{stream}-q"), &stream_arn).await?;
 
     // Preload.
@@ -259,14 +271,11 @@ pub async fn run(ctx: &Ctx, args: &Args, report: &mut Report) -> anyhow::Result<
         "receive sent to acknowledge answered (closed loop)",
         elapsed_s,
     ));
-    if let Err(error) = call_value(
-        &mut connection,
-        "DeleteQueue",
-        json!({"QueueARN": queue_arn}),
-    )
-    .await
+    if let Err(error) = connection
+        .call("DeleteQueue", to_bytes(&json!({"QueueARN": queue_arn})))
+        .await
     {
-        report.note(format!("cleanup: DeleteQueue: {error:#}"));
+        report.note(format!("cleanup: DeleteQueue: {error}"));
     }
     Ok(())
 }
