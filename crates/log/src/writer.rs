@@ -541,9 +541,9 @@ impl Writer {
         if accepted.is_empty() {
             return;
         }
-        let path = self.wal.path(self.wal.base_position);
         let position = self.wal.size_bytes;
         if let Err(error) = self.wal.file.write_all_at(&self.wal_buf, position) {
+            let path = self.wal.path(self.wal.base_position);
             let error = LogError::io("write WAL", &path)(error);
             self.take_back_offsets(&accepted);
             // Some of the frames may have reached the file: cut them off again, durably, so
@@ -572,6 +572,7 @@ impl Writer {
         if self.shared.config.durability == Durability::Fsync
             && let Err(error) = self.wal.file.sync_data()
         {
+            let path = self.wal.path(self.wal.base_position);
             poison(&self.shared, &LogError::io("fdatasync WAL", &path)(error));
             for (request, _) in accepted {
                 let _ = request.reply.send(Err(LogError::Poisoned));
@@ -1296,21 +1297,21 @@ fn flush_run(
     index_buf: &[u8],
     index_entry: u64,
 ) -> Result<()> {
+    // Paths are built only on failure: formatting them for every group cost more than the
+    // rest of this function.
     if !segment_buf.is_empty() {
         let key = FileKey::segment(log_id, active.base_offset);
-        let path = files.path(key);
         files
             .get(key, false)
             .and_then(|file| file.write_all_at(segment_buf, segment_position))
-            .map_err(LogError::io("write segment", &path))?;
+            .map_err(|error| LogError::io("write segment", &files.path(key))(error))?;
     }
     if !index_buf.is_empty() {
         let key = FileKey::index(log_id, active.base_offset);
-        let path = files.path(key);
         files
             .get(key, false)
             .and_then(|file| file.write_all_at(index_buf, index_entry * INDEX_ENTRY_BYTES as u64))
-            .map_err(LogError::io("write index", &path))?;
+            .map_err(|error| LogError::io("write index", &files.path(key))(error))?;
     }
     Ok(())
 }

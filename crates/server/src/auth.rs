@@ -181,14 +181,14 @@ fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
 }
 
 /// Parses `AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...`.
-fn header_params(header: &str) -> Vec<(String, String)> {
+/// The `name=value` parameters after the algorithm, borrowed from the header: this runs on
+/// every request, so nothing is allocated.
+fn header_params(header: &str) -> impl Iterator<Item = (&str, &str)> {
     header
         .split([',', ' '])
         .skip(1)
         .filter(|part| !part.is_empty())
         .filter_map(|part| part.trim().split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 fn percent_decode(text: &str) -> String {
@@ -238,12 +238,21 @@ pub fn identify(
     }
     let credential = match auth_header {
         Some(header) => {
-            let params = header_params(header);
-            let get = |name: &str| {
-                params
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.as_str())
+            // One pass over the header (this runs on every request); the first of each wins.
+            let (mut credential, mut signature, mut signed_headers) = (None, None, None);
+            for (k, v) in header_params(header) {
+                match k {
+                    "Credential" => credential = credential.or(Some(v)),
+                    "Signature" => signature = signature.or(Some(v)),
+                    "SignedHeaders" => signed_headers = signed_headers.or(Some(v)),
+                    _ => {}
+                }
+            }
+            let get = |name: &str| match name {
+                "Credential" => credential,
+                "Signature" => signature,
+                "SignedHeaders" => signed_headers,
+                _ => None,
             };
             let mut message = String::new();
             for name in ["Credential", "Signature", "SignedHeaders"] {

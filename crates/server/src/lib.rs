@@ -84,6 +84,19 @@ pub const BODY_READ_TIMEOUT_MS: u64 = 60_000;
 pub const CONNECTIONS_MAX: usize = 10_000;
 /// Unit of the body budget's permits (a semaphore counts in u32).
 const BODY_BUDGET_UNIT_BYTES: usize = 1024;
+/// GetRecords answers held in memory at once, across all connections: while they are read
+/// and encoded, and until the client has taken all but the last chunk. Without it, a big
+/// backlog read by many slow consumers at once held about 13 MiB per consumer (300 boto3
+/// readers took the server to 936 MiB). A call waits for room like a request body does and
+/// is shed the same way.
+pub const RESPONSE_BYTES_IN_FLIGHT_MAX: usize = 128 * 1024 * 1024;
+/// What one GetRecords may need before its size is known: up to 10 MiB of records read
+/// plus their encoding (base64 in JSON: 4/3 of it). Cut to the encoded size once known.
+const GET_RECORDS_RESERVE_BYTES: usize = 24 * 1024 * 1024;
+const _: () = assert!(GET_RECORDS_RESERVE_BYTES <= RESPONSE_BYTES_IN_FLIGHT_MAX);
+/// Budgeted answers go out in chunks of this size, so the budget is returned only when the
+/// client has taken (nearly) all of it, not when hyper has queued it.
+const RESPONSE_CHUNK_BYTES: usize = 64 * 1024;
 const _: () = assert!(REQUEST_BODY_BYTES_MAX <= BODY_BYTES_IN_FLIGHT_MAX);
 
 const KINESIS_TARGET_PREFIX: &str = "Kinesis_20131202";
@@ -133,6 +146,8 @@ pub struct App {
     pub clock: Option<Arc<dyn ClockControl>>,
     ready: AtomicBool,
     body_budget: Arc<tokio::sync::Semaphore>,
+    /// Bytes of GetRecords answers in flight, in `BODY_BUDGET_UNIT_BYTES` permits.
+    response_budget: Arc<tokio::sync::Semaphore>,
     /// `None`: development mode, any credentials accepted.
     security: Option<Security>,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -167,6 +182,9 @@ impl App {
             ready: AtomicBool::new(true),
             body_budget: Arc::new(tokio::sync::Semaphore::new(
                 BODY_BYTES_IN_FLIGHT_MAX / BODY_BUDGET_UNIT_BYTES,
+            )),
+            response_budget: Arc::new(tokio::sync::Semaphore::new(
+                RESPONSE_BYTES_IN_FLIGHT_MAX / BODY_BUDGET_UNIT_BYTES,
             )),
             security: None,
             tls: None,
@@ -369,10 +387,16 @@ fn request_id() -> String {
 }
 
 /// `x-amz-id-2`: 72 random bytes in base64, as AWS sends.
-fn amz_id_2() -> String {
+/// Built on the stack: it is sent with every response.
+fn amz_id_2() -> Option<HeaderValue> {
     use base64::Engine;
-    let bytes: Vec<u8> = (0..72).map(|_| rand::random::<u8>()).collect();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    let mut bytes = [0u8; 72];
+    rand::fill(&mut bytes[..]);
+    let mut text = [0u8; 96];
+    let n = base64::engine::general_purpose::STANDARD
+        .encode_slice(bytes, &mut text)
+        .ok()?;
+    HeaderValue::from_bytes(text.get(..n)?).ok()
 }
 
 fn with_ids(mut response: Response<Body>, request_id: &str) -> Response<Body> {
@@ -380,10 +404,76 @@ fn with_ids(mut response: Response<Body>, request_id: &str) -> Response<Body> {
     if let Ok(value) = HeaderValue::from_str(request_id) {
         headers.insert("x-amzn-RequestId", value);
     }
-    if let Ok(value) = HeaderValue::from_str(&amz_id_2()) {
+    if let Some(value) = amz_id_2() {
         headers.insert("x-amz-id-2", value);
     }
     response
+}
+
+/// Room for `bytes` of answer in the response budget, waiting for it as a request body waits
+/// for the body budget; `None` when the server stays too busy.
+async fn reserve_response(app: &App, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let permits = u32::try_from(bytes.div_ceil(BODY_BUDGET_UNIT_BYTES)).unwrap_or(u32::MAX);
+    tokio::time::timeout(
+        Duration::from_millis(BODY_BUDGET_WAIT_MS),
+        app.response_budget.clone().acquire_many_owned(permits),
+    )
+    .await
+    .ok()?
+    .ok()
+}
+
+/// A 200 answer whose bytes count against the response budget until the client has taken
+/// them: the reservation is cut to the encoded size, and the body hands the bytes to hyper
+/// in `RESPONSE_CHUNK_BYTES` slices (no copies), keeping the permit until the last one.
+fn budgeted(
+    content_type: &str,
+    body: Vec<u8>,
+    mut permit: tokio::sync::OwnedSemaphorePermit,
+) -> Response<Body> {
+    let keep = body.len().div_ceil(BODY_BUDGET_UNIT_BYTES).max(1);
+    if let Some(excess) = permit.num_permits().checked_sub(keep) {
+        drop(permit.split(excess));
+    }
+    let body = ChunkedBody {
+        rest: Bytes::from(body),
+        _permit: permit,
+    };
+    let mut response = Response::new(body.boxed());
+    if let Ok(value) = HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+struct ChunkedBody {
+    rest: Bytes,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl http_body::Body for ChunkedBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        if self.rest.is_empty() {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.rest.len().min(RESPONSE_CHUNK_BYTES);
+        let chunk = self.rest.split_to(n);
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.rest.len() as u64)
+    }
 }
 
 fn simple(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -461,6 +551,9 @@ async fn handle(app: Arc<App>, peer: SocketAddr, request: Request<Incoming>) -> 
     with_ids(response, &request_id)
 }
 
+/// The other services' futures are boxed: every request's future is as large as the
+/// largest branch, and hyper and tokio move it (memcpy) several times per request, so the
+/// Data Streams hot path should not carry the size of a video or analytics state machine.
 async fn route(
     app: &Arc<App>,
     request: Request<Incoming>,
@@ -483,11 +576,11 @@ async fn route(
         (&Method::POST, "/moto-api/reset") if app.config.enable_reset => {
             firehose::reset(app, request_id);
             tables::reset(app, request_id);
-            functions::reset(app, request_id).await;
+            Box::pin(functions::reset(app, request_id)).await;
             app.kinesis_metrics.clear();
             video::reset(app, request_id);
             analytics::reset(app, request_id);
-            return match app.streams.reset().await {
+            return match Box::pin(app.streams.reset()).await {
                 Ok(()) => simple(StatusCode::OK, "application/json", r#"{"status":"ok"}"#),
                 Err(error) => {
                     tracing::error!(%request_id, %error, "reset failed");
@@ -547,18 +640,18 @@ async fn route(
             return console::respond(app, &path);
         }
         _ if functions::serves(app, &path) => {
-            return functions::respond(app, request, request_id).await;
+            return Box::pin(functions::respond(app, request, request_id)).await;
         }
         _ if video::serves(app, &path) => {
-            return video::respond(app, request, request_id).await;
+            return Box::pin(video::respond(app, request, request_id)).await;
         }
         _ => {}
     }
     if let Some(operation) = analytics::claim(app, &request, target) {
-        return analytics::respond(app, request, request_id, operation).await;
+        return Box::pin(analytics::respond(app, request, request_id, operation)).await;
     }
     if let Some(call) = tables::claim(app, &request, target) {
-        return tables::respond(app, request, request_id, call).await;
+        return Box::pin(tables::respond(app, request, request_id, call)).await;
     }
     aws_request(app, request, request_id, target).await
 }
@@ -696,8 +789,10 @@ async fn aws_request(
     }
     if let Some(operation) = firehose_operation {
         let secure = parts.extensions.get::<SecureTransport>().is_some();
-        return firehose::respond(app, identity, request_id, format, operation, &body, secure)
-            .await;
+        return Box::pin(firehose::respond(
+            app, identity, request_id, format, operation, &body, secure,
+        ))
+        .await;
     }
     let Some(operation) = operation else {
         return error_response(format, ErrorKind::UnknownOperationException, None);
@@ -742,6 +837,19 @@ async fn aws_request(
         }),
         _ => None,
     };
+    let mut reserved = None;
+    if let kinesis::Request::GetRecords(_) = &decoded {
+        match reserve_response(app, GET_RECORDS_RESERVE_BYTES).await {
+            Some(permit) => reserved = Some(permit),
+            None => {
+                return error_response(
+                    format,
+                    ErrorKind::ServiceUnavailableException,
+                    Some("The server is busy. Retry the request."),
+                );
+            }
+        }
+    }
     let started = Instant::now();
     let result = app.streams.handle(&ctx, decoded).await;
     if let Some(counted) = &counted {
@@ -778,7 +886,11 @@ async fn aws_request(
     let mut response = match result {
         Ok(response) => {
             let body = kinesis::encode_response(format, &response);
-            simple(StatusCode::OK, format.content_type(), body)
+            drop(response);
+            match reserved {
+                Some(permit) => budgeted(format.content_type(), body, permit),
+                None => simple(StatusCode::OK, format.content_type(), body),
+            }
         }
         Err(error) => service_error(format, &error, request_id),
     };
