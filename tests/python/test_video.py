@@ -488,6 +488,197 @@ def test_get_clip_is_a_playable_mp4(recorded, tmp_path):
     decode = subprocess.run(["ffmpeg", "-v", "error", "-i", str(clip), "-f", "null", "-"],
                             capture_output=True, text=True, timeout=60)
     assert decode.returncode == 0 and decode.stderr == "", decode.stderr
+    # A progressive MP4: ftyp, moov (full sample tables), mdat; no movie fragments.
+    assert top_level_boxes(clip.read_bytes()) == ["ftyp", "moov", "mdat"]
+    assert count_frames(str(clip)) == 3 * 50
+
+
+def top_level_boxes(data: bytes) -> list[str]:
+    boxes, at = [], 0
+    while at + 8 <= len(data):
+        size = struct.unpack(">I", data[at:at + 4])[0]
+        boxes.append(data[at + 4:at + 8].decode("latin-1"))
+        assert size >= 8, boxes
+        at += size
+    assert at == len(data), boxes
+    return boxes
+
+
+def count_frames(path_or_url: str, stream: str = "v:0") -> int:
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", stream,
+         "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", path_or_url],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout.split()[0])  # HLS lists the stream again under its program
+
+
+def test_hls_mpeg_ts_session_decodes(recorded, tmp_path):
+    media = archived(recorded)
+    start = recorded["start"]
+    url = media.get_hls_streaming_session_url(
+        StreamName="camera", PlaybackMode="ON_DEMAND", ContainerFormat="MPEG_TS",
+        HLSFragmentSelector={"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+                             "TimestampRange": {"StartTimestamp": start - 1,
+                                                "EndTimestamp": start + 100}},
+    )["HLSStreamingSessionURL"]
+    media_url = url.replace("getHLSMasterPlaylist.m3u8", "getHLSMediaPlaylist.m3u8") + \
+        "&TrackNumber=1"
+    with urllib.request.urlopen(media_url, timeout=10) as response:
+        playlist = response.read().decode()
+    assert "#EXT-X-MAP" not in playlist, playlist
+    segments = [line for line in playlist.splitlines() if line.startswith("getTSFragment.ts?")]
+    assert len(segments) == N_FRAGMENTS, playlist
+    with urllib.request.urlopen(url.split("getHLSMasterPlaylist")[0] + segments[0],
+                                timeout=10) as response:
+        assert response.headers["Content-Type"] == "video/MP2T"
+        segment = response.read()
+    assert len(segment) % 188 == 0 and segment[::188] == b"\x47" * (len(segment) // 188)
+    one = tmp_path / "one.ts"
+    one.write_bytes(segment)
+    probe = ffprobe_json(str(one))
+    assert probe["format"]["format_name"] == "mpegts"
+    assert probe["streams"][0]["codec_name"] == "h264"
+
+    probe = ffprobe_json(url)
+    assert probe["streams"][0]["codec_name"] == "h264"
+    assert (probe["streams"][0]["width"], probe["streams"][0]["height"]) == (640, 360)
+    assert float(probe["format"]["duration"]) == pytest.approx(10.0, abs=0.2)
+    decode = subprocess.run(["ffmpeg", "-v", "error", "-i", url, "-f", "null", "-"],
+                            capture_output=True, text=True, timeout=120)
+    assert decode.returncode == 0 and decode.stderr == "", decode.stderr
+    assert count_frames(url) == N_FRAGMENTS * 50  # 25 fps for 10 s, as uploaded
+    # A fragmented-MP4 resource is not part of a TS session.
+    with pytest.raises(urllib.error.HTTPError) as http_error:
+        urllib.request.urlopen(url.replace("getHLSMasterPlaylist.m3u8",
+                                           "getMP4InitFragment.mp4"), timeout=10)
+    assert http_error.value.code in (400, 404)
+
+
+FFMPEG_H264_AAC_MKV = [
+    "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+    "-f", "lavfi", "-i", "testsrc=size=320x180:rate=25",
+    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "10",
+    "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
+    "-profile:v", "baseline", "-g", "50", "-keyint_min", "50", "-sc_threshold", "0", "-bf", "0",
+    "-c:a", "aac", "-b:a", "64k",
+    "-f", "matroska", "-live", "1", "-cluster_time_limit", "10000",
+    "-cluster_size_limit", "50000000", "-",
+]
+
+
+def stream_codecs(path_or_url: str) -> list[str]:
+    probe = ffprobe_json(path_or_url)
+    return sorted(s["codec_name"] for s in probe["streams"])
+
+
+def test_audio_track_plays_in_every_format(recorded, tmp_path):
+    """H.264 + AAC through PutMedia: HLS (fMP4 and TS), DASH and GetClip carry both."""
+    endpoint = recorded["endpoint"]
+    video = client("kinesisvideo", endpoint)
+    media = archived(recorded)
+    video.create_stream(StreamName="with-audio", DataRetentionInHours=1,
+                        MediaType="video/h264,audio/aac")
+    start = float(int(time.time()) - 60)
+    encoder = subprocess.Popen(FFMPEG_H264_AAC_MKV, stdout=subprocess.PIPE)
+    try:
+        acks = put_media(endpoint, "with-audio", encoder.stdout, start)
+    finally:
+        encoder.stdout.close()
+        assert encoder.wait(timeout=60) == 0
+    assert not [a for a in acks if a["EventType"] == "ERROR"], acks
+    assert [a["EventType"] for a in acks].count("PERSISTED") == N_FRAGMENTS, acks
+    selector = {"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+                "TimestampRange": {"StartTimestamp": start - 1, "EndTimestamp": start + 100}}
+
+    for container in ("FRAGMENTED_MP4", "MPEG_TS"):
+        url = media.get_hls_streaming_session_url(
+            StreamName="with-audio", PlaybackMode="ON_DEMAND", ContainerFormat=container,
+            HLSFragmentSelector=selector)["HLSStreamingSessionURL"]
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert "mp4a.40.2" in response.read().decode()
+        assert stream_codecs(url) == ["aac", "h264"], container
+        decode = subprocess.run(["ffmpeg", "-v", "error", "-i", url, "-f", "null", "-"],
+                                capture_output=True, text=True, timeout=120)
+        assert decode.returncode == 0 and decode.stderr == "", (container, decode.stderr)
+        assert count_frames(url) == N_FRAGMENTS * 50, container
+        assert count_frames(url, "a:0") > 400, container  # 10 s of 1024-sample frames
+
+    url = media.get_dash_streaming_session_url(
+        StreamName="with-audio", PlaybackMode="ON_DEMAND",
+        DASHFragmentSelector=selector)["DASHStreamingSessionURL"]
+    assert stream_codecs(url) == ["aac", "h264"]
+
+    answer = media.get_clip(StreamName="with-audio", ClipFragmentSelector=selector)
+    clip = tmp_path / "av.mp4"
+    clip.write_bytes(answer["Payload"].read())
+    assert top_level_boxes(clip.read_bytes()) == ["ftyp", "moov", "mdat"]
+    assert stream_codecs(str(clip)) == ["aac", "h264"]
+    decode = subprocess.run(["ffmpeg", "-v", "error", "-i", str(clip), "-f", "null", "-"],
+                            capture_output=True, text=True, timeout=60)
+    assert decode.returncode == 0 and decode.stderr == "", decode.stderr
+    assert count_frames(str(clip)) == N_FRAGMENTS * 50
+
+
+FFMPEG_H265_MKV = [
+    "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+    "-f", "lavfi", "-i", "testsrc=size=320x180:rate=25", "-t", "10",
+    "-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+    "-x265-params", "keyint=50:min-keyint=50:scenecut=0:bframes=0:open-gop=0:log-level=error",
+    "-f", "matroska", "-live", "1", "-cluster_time_limit", "10000",
+    "-cluster_size_limit", "50000000", "-",
+]
+
+
+@pytest.mark.skipif(
+    "libx265" not in subprocess.run(["ffmpeg", "-hide_banner", "-encoders"],
+                                    capture_output=True, text=True).stdout,
+    reason="this ffmpeg has no libx265")
+def test_h265_plays_as_fragmented_mp4_and_clip(recorded, tmp_path):
+    endpoint = recorded["endpoint"]
+    video = client("kinesisvideo", endpoint)
+    media = archived(recorded)
+    video.create_stream(StreamName="hevc", DataRetentionInHours=1, MediaType="video/h265")
+    start = float(int(time.time()) - 60)
+    encoder = subprocess.Popen(FFMPEG_H265_MKV, stdout=subprocess.PIPE)
+    try:
+        acks = put_media(endpoint, "hevc", encoder.stdout, start)
+    finally:
+        encoder.stdout.close()
+        assert encoder.wait(timeout=60) == 0
+    assert [a["EventType"] for a in acks].count("PERSISTED") == N_FRAGMENTS, acks
+    selector = {"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+                "TimestampRange": {"StartTimestamp": start - 1, "EndTimestamp": start + 100}}
+
+    url = media.get_hls_streaming_session_url(
+        StreamName="hevc", PlaybackMode="ON_DEMAND", HLSFragmentSelector=selector,
+    )["HLSStreamingSessionURL"]
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert 'CODECS="hvc1.1.6.L' in response.read().decode()
+    assert stream_codecs(url) == ["hevc"]
+    decode = subprocess.run(["ffmpeg", "-v", "error", "-i", url, "-f", "null", "-"],
+                            capture_output=True, text=True, timeout=120)
+    assert decode.returncode == 0 and decode.stderr == "", decode.stderr
+    assert count_frames(url) == N_FRAGMENTS * 50
+
+    url = media.get_dash_streaming_session_url(
+        StreamName="hevc", PlaybackMode="ON_DEMAND", DASHFragmentSelector=selector,
+    )["DASHStreamingSessionURL"]
+    assert stream_codecs(url) == ["hevc"]
+
+    answer = media.get_clip(StreamName="hevc", ClipFragmentSelector=selector)
+    clip = tmp_path / "hevc.mp4"
+    clip.write_bytes(answer["Payload"].read())
+    assert top_level_boxes(clip.read_bytes()) == ["ftyp", "moov", "mdat"]
+    assert stream_codecs(str(clip)) == ["hevc"]
+    assert count_frames(str(clip)) == N_FRAGMENTS * 50
+
+    # As on AWS, H.265 is not served in MPEG-TS.
+    with pytest.raises(ClientError) as excinfo:
+        media.get_hls_streaming_session_url(
+            StreamName="hevc", PlaybackMode="ON_DEMAND", ContainerFormat="MPEG_TS",
+            HLSFragmentSelector=selector)
+    assert error_code(excinfo) == ("InvalidArgumentException", 400)
 
 
 def test_get_images_decodes_jpeg_frames(recorded):
@@ -557,3 +748,84 @@ def test_fragments_survive_a_kill(recorded, server):
     numbers = [a["FragmentNumber"] for a in recorded["acks"] if a["EventType"] == "PERSISTED"]
     answer = media.get_media_for_fragment_list(StreamName="camera", Fragments=numbers[:1])
     assert tag_value(answer["Payload"].read(), "AWS_KINESISVIDEO_FRAGMENT_NUMBER") == numbers[0]
+
+
+# ---------------------------------------------------------------------------------------
+# Authorization
+
+
+VIDEO_ADMIN = ("AKIAVIDEOADMIN000001", "video-admin-secret")
+CAMERA = ("AKIAVIDEOCAMERA00001", "camera-secret")
+AUTHZ_CONFIG = f"""
+[[credential]]
+access_key_id = "{VIDEO_ADMIN[0]}"
+secret_access_key = "{VIDEO_ADMIN[1]}"
+principal = "arn:aws:iam::000000000000:user/video-admin"
+
+[[credential]]
+access_key_id = "{CAMERA[0]}"
+secret_access_key = "{CAMERA[1]}"
+principal = "arn:aws:iam::000000000000:user/camera"
+
+[[policy]]
+name = "video-admin"
+principals = ["arn:aws:iam::000000000000:user/video-admin"]
+document = '{{"Statement": [{{"Effect": "Allow", "Action": "kinesisvideo:*", "Resource": "*"}}]}}'
+
+[[policy]]
+name = "camera"
+principals = ["arn:aws:iam::000000000000:user/camera"]
+document = '{{"Statement": [{{"Effect": "Allow", "Action": ["kinesisvideo:PutMedia", "kinesisvideo:DescribeStream"], "Resource": "arn:aws:kinesisvideo:*:000000000000:stream/front-door/*"}}]}}'
+"""
+
+
+def signed_put_media(endpoint: str, keys: tuple[str, str], stream: str, body: bytes):
+    """PutMedia signed as the producer SDKs sign it (the payload hash of an empty body),
+    then sent with the MKV body."""
+    url = f"{endpoint}/putMedia"
+    headers = {"x-amzn-stream-name": stream, "x-amzn-fragment-timecode-type": "RELATIVE",
+               "x-amzn-producer-start-timestamp": f"{time.time():.3f}"}
+    request = AWSRequest(method="POST", url=url, data=b"", headers=headers)
+    SigV4Auth(Credentials(*keys), "kinesisvideo", REGION).add_auth(request)
+    prepared = urllib.request.Request(url, data=body, method="POST",
+                                      headers=dict(request.headers.items()))
+    return urllib.request.urlopen(prepared, timeout=30)
+
+
+def test_put_media_is_authorized_per_stream(make_server):
+    server = make_server(config_text=AUTHZ_CONFIG)
+    admin = boto3.client("kinesisvideo", endpoint_url=server.endpoint, region_name=REGION,
+                         aws_access_key_id=VIDEO_ADMIN[0],
+                         aws_secret_access_key=VIDEO_ADMIN[1],
+                         config=Config(retries={"max_attempts": 1}))
+    camera = boto3.client("kinesisvideo", endpoint_url=server.endpoint, region_name=REGION,
+                          aws_access_key_id=CAMERA[0], aws_secret_access_key=CAMERA[1],
+                          config=Config(retries={"max_attempts": 1}))
+    front = admin.create_stream(StreamName="front-door", DataRetentionInHours=1)["StreamARN"]
+    back = admin.create_stream(StreamName="back-door", DataRetentionInHours=1)["StreamARN"]
+
+    assert camera.describe_stream(StreamARN=front)["StreamInfo"]["StreamName"] == "front-door"
+    with pytest.raises(ClientError) as excinfo:
+        camera.describe_stream(StreamName="back-door")
+    assert error_code(excinfo) == ("AccessDeniedException", 403)
+    assert back in excinfo.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as excinfo:
+        camera.create_stream(StreamName="front-door-2")
+    assert error_code(excinfo) == ("AccessDeniedException", 403)
+
+    mkv = session_header() + cluster(0, True) + cluster(2000, True)
+    with signed_put_media(server.endpoint, CAMERA, "front-door", mkv) as response:
+        acks = [json.loads(line) for line in response.read().decode().splitlines() if line]
+    assert [a["EventType"] for a in acks].count("PERSISTED") == 2, acks
+
+    with pytest.raises(urllib.error.HTTPError) as http_error:
+        signed_put_media(server.endpoint, CAMERA, "back-door", mkv)
+    assert http_error.value.code == 403
+    assert http_error.value.headers["x-amzn-ErrorType"] == "AccessDeniedException"
+    message = json.loads(http_error.value.read())["Message"]
+    assert "kinesisvideo:PutMedia" in message and back in message
+    fragments = boto3.client("kinesis-video-archived-media", endpoint_url=server.endpoint,
+                             region_name=REGION, aws_access_key_id=VIDEO_ADMIN[0],
+                             aws_secret_access_key=VIDEO_ADMIN[1])
+    assert fragments.list_fragments(StreamName="back-door")["Fragments"] == []
+    assert len(fragments.list_fragments(StreamName="front-door")["Fragments"]) == 2

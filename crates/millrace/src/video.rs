@@ -26,6 +26,16 @@ impl VideoService for Adapter {
         Video::operation(path)
     }
 
+    fn resource_arn(
+        &self,
+        account: &str,
+        region: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> String {
+        self.0.resource_arn(account, region, headers, body)
+    }
+
     fn handle(&self, call: VideoCall) -> BoxFuture<'static, VideoAnswer> {
         let video = self.0.clone();
         Box::pin(async move {

@@ -7,8 +7,9 @@
 //! MKV and the like are sent as the service produces them. Requests are authenticated with
 //! the SigV4 service name `kinesisvideo` (a streamed PutMedia body with an empty payload
 //! hash, as the producer SDKs sign it); HLS and DASH session resources are authorized by
-//! their session token, as on AWS. Errors are REST-JSON: status, `x-amzn-ErrorType` and
-//! `{"Message"}`.
+//! their session token, as on AWS; every other call is authorized as
+//! `kinesisvideo:<Operation>` on the stream's ARN (`VideoService::resource_arn`). Errors
+//! are REST-JSON: status, `x-amzn-ErrorType` and `{"Message"}`.
 
 use std::sync::Arc;
 
@@ -60,6 +61,15 @@ pub trait VideoService: Send + Sync + 'static {
     fn serves(&self, path: &str) -> bool;
     /// The operation name of a path (`PutMedia`), for authorization and logs.
     fn operation(&self, path: &str) -> Option<&'static str>;
+    /// The ARN the request acts on (a stream's, or `*`), from the `x-amzn-*` headers and
+    /// the JSON body (empty for PutMedia), for authorization.
+    fn resource_arn(
+        &self,
+        account: &str,
+        region: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> String;
     fn handle(&self, call: VideoCall) -> BoxFuture<'static, VideoAnswer>;
     /// Deletes every video stream (`POST /moto-api/reset`).
     fn reset(&self) -> Result<(), String>;
@@ -101,6 +111,7 @@ pub(crate) async fn respond(
     let session_resource = path.starts_with("/hls/v1/") || path.starts_with("/dash/v1/");
     let streamed = path == "/putMedia";
     // Bodies other than PutMedia's are small JSON: read them (bounded) to check signatures.
+    let mut json = Bytes::new();
     let (identity, body): (_, BoxStream<'static, Result<Bytes, String>>) = if session_resource
         || streamed
     {
@@ -163,6 +174,7 @@ pub(crate) async fn respond(
             Ok(pair) => pair,
             Err((kind, message)) => return video_error(403, kind.type_name(), &message),
         };
+        json = bytes.clone();
         (
             identity,
             futures::stream::once(async move { Ok(bytes) }).boxed(),
@@ -172,14 +184,23 @@ pub(crate) async fn respond(
     if let Some(name) = operation {
         tracing::Span::current().record("target", name);
     }
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("x-amzn-"))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+        })
+        .collect();
     if let (Some(security), Some(principal), Some(name)) =
         (&app.security, &identity.principal, operation)
     {
         let secure = parts.extensions.get::<crate::SecureTransport>().is_some();
         let action = format!("kinesisvideo:{name}");
+        let resource = video.resource_arn(&identity.account, &identity.region, &headers, &json);
         if let Err((kind, message)) = security
             .authorizer
-            .authorize_identity(principal, &action, "*", secure)
+            .authorize_identity(principal, &action, &resource, secure)
         {
             return video_error(403, kind.type_name(), &message);
         }
@@ -189,14 +210,6 @@ pub(crate) async fn respond(
         .map(String::from)
         .or_else(|| parts.uri.authority().map(|a| a.to_string()))
         .unwrap_or_else(|| "127.0.0.1:4567".into());
-    let headers = parts
-        .headers
-        .iter()
-        .filter(|(name, _)| name.as_str().starts_with("x-amzn-"))
-        .filter_map(|(name, value)| {
-            Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
-        })
-        .collect();
     let call = VideoCall {
         account: identity.account,
         region: identity.region,

@@ -16,6 +16,7 @@ pub mod error;
 pub mod mkv;
 pub mod mp4;
 pub mod store;
+pub mod ts;
 
 mod api;
 mod media;
@@ -359,6 +360,49 @@ impl Video {
     }
 
     /// Deletes every stream (the test-hygiene reset).
+    /// The ARN a request acts on, for authorization (`kinesisvideo:<Operation>` on it): the
+    /// `StreamARN` (or `ResourceARN`) of a JSON body or PutMedia's `x-amzn-stream-arn`;
+    /// else the ARN of the stream a `StreamName` (or `x-amzn-stream-name`) names in the
+    /// caller's account and region, or, when there is no such stream yet (CreateStream),
+    /// `arn:aws:kinesisvideo:REGION:ACCOUNT:stream/NAME/*`; `*` for calls about no stream
+    /// (ListStreams). A body that is not JSON names nothing: the action refuses it later.
+    pub fn resource_arn(
+        &self,
+        account: &str,
+        region: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> String {
+        let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+        let field = |name: &str| {
+            json.as_ref()
+                .and_then(|v| v.get(name))
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+        };
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        };
+        if let Some(arn) = field("StreamARN")
+            .or_else(|| field("ResourceARN"))
+            .or_else(|| header("x-amzn-stream-arn"))
+        {
+            return arn;
+        }
+        let Some(name) = field("StreamName").or_else(|| header("x-amzn-stream-name")) else {
+            return "*".into();
+        };
+        let streams = self.inner.streams.lock();
+        streams
+            .iter()
+            .find(|s| s.account == account && s.region == region && s.name == name)
+            .map(|s| s.arn.clone())
+            .unwrap_or_else(|| format!("arn:aws:kinesisvideo:{region}:{account}:stream/{name}/*"))
+    }
+
     pub fn reset(&self) -> Result<(), VideoError> {
         let uids: Vec<u64> = {
             let mut streams = self.inner.streams.lock();

@@ -1,19 +1,25 @@
-//! Playback: HLS and DASH streaming sessions (fragmented MP4 served from this server under
-//! `/hls/v1/` and `/dash/v1/`), GetClip (an MP4 of a time range) and GetImages (frames
+//! Playback: HLS and DASH streaming sessions (fragmented MP4, or MPEG-2 TS for HLS with
+//! `ContainerFormat=MPEG_TS`, served from this server under `/hls/v1/` and `/dash/v1/`),
+//! GetClip (an MP4 of a time range) and GetImages (frames
 //! decoded by the `ffmpeg` program when it is installed).
 //!
 //! A session is a random token mapped, in memory, to a stream, a playback mode and a
 //! selector; it expires after `Expires` seconds. Playlists and manifests are computed on
 //! every request from the fragment index, so LIVE playlists move as fragments arrive.
 //! Timelines: HLS and DASH media segments carry producer timestamps in milliseconds
-//! (`tfdt`), a clip starts at zero.
+//! (`tfdt`, or PTS/DTS in TS), a clip starts at zero.
 //!
-//! Not supported: `ContainerFormat=MPEG_TS` (InvalidArgumentException), audio tracks
-//! (only the H.264 video track is served), trimming a clip inside a fragment (a clip holds
+//! GetClip is a progressive MP4 written in two passes over the chosen fragments: the sample
+//! tables first (one fragment read at a time), then the `mdat` bytes streamed fragment by
+//! fragment, so memory holds the tables and about one fragment, never the clip.
+//!
+//! Tracks: the H.264 video track and, when the stream has one, its AAC audio track (in
+//! every format: fMP4 and TS segments, DASH, clips). Not supported: trimming a clip inside a fragment (a clip holds
 //! whole fragments).
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::api::{int_field, str_field};
@@ -22,13 +28,18 @@ use crate::media::{TimestampKind, timestamp_field};
 use crate::mkv::{self, Header};
 use crate::mp4;
 use crate::store::{FragmentEntry, read_fragment};
+use crate::ts;
 use crate::{
-    Answer, Call, SESSIONS_MAX, StreamData, Video, fragment_number, parse_fragment_number,
+    Answer, AnswerBody, Call, SESSIONS_MAX, StreamData, Video, fragment_number,
+    parse_fragment_number,
 };
 
 /// Fragments in one clip at most (AWS: 200) and its size at most (AWS: 100 MB).
 pub const CLIP_FRAGMENTS_MAX: usize = 200;
 pub const CLIP_BYTES_MAX: u64 = 100 * 1000 * 1000;
+const _: () = assert!(CLIP_BYTES_MAX < mp4::PROGRESSIVE_BYTES_MAX);
+/// Fragments of a clip's media queued for the connection (each at most 50 MB).
+const CLIP_QUEUE_MAX: usize = 1;
 /// Images per GetImages call at most (AWS: 100).
 pub const IMAGES_MAX: i64 = 100;
 /// A fragment counts as following the previous one when the gap is under this.
@@ -51,10 +62,8 @@ pub(crate) struct Session {
     max_fragments: usize,
     expires_ms: i64,
     dash: bool,
-}
-
-fn mp4_error(error: VideoError) -> VideoError {
-    error
+    /// HLS with `ContainerFormat=MPEG_TS`.
+    ts: bool,
 }
 
 impl Video {
@@ -78,13 +87,15 @@ impl Video {
                 )));
             }
         };
-        if let Some(format) = str_field(body, "ContainerFormat")?
-            && format != "FRAGMENTED_MP4"
-        {
-            return Err(VideoError::invalid(format!(
-                "ContainerFormat {format} is not supported by Millrace (FRAGMENTED_MP4 is)."
-            )));
-        }
+        let ts = match str_field(body, "ContainerFormat")? {
+            None | Some("FRAGMENTED_MP4") => false,
+            Some("MPEG_TS") if !dash => true,
+            Some(format) => {
+                return Err(VideoError::invalid(format!(
+                    "ContainerFormat {format} is not FRAGMENTED_MP4 or MPEG_TS."
+                )));
+            }
+        };
         let selector_field = if dash {
             "DASHFragmentSelector"
         } else {
@@ -161,7 +172,16 @@ impl Video {
         let header = Header::parse_stored(&header).map_err(|e| VideoError::Corrupt {
             detail: format!("stored header: {e}"),
         })?;
-        mp4::video_track(&header)?;
+        let tracks = mp4::Tracks::of(&header)?;
+        if ts {
+            // As on AWS, H.265 is served as fragmented MP4 only.
+            if mp4::is_hevc(tracks.video) {
+                return Err(VideoError::invalid(
+                    "ContainerFormat MPEG_TS serves H.264 only; use FRAGMENTED_MP4 for H.265.",
+                ));
+            }
+            ts::avc_config(&tracks.video.codec_private)?;
+        }
         let now = self.now_ms();
         let session = Session {
             uid: stream.uid,
@@ -172,6 +192,7 @@ impl Video {
             max_fragments: max as usize,
             expires_ms: now + expires * 1000,
             dash,
+            ts,
         };
         let token = format!(
             "{}{}~",
@@ -245,11 +266,12 @@ impl Video {
         match resource {
             "getHLSMasterPlaylist.m3u8" => {
                 let (data, fragments) = self.session_fragments(&session)?;
-                let track = self.track_of(&data, fragments.first()).await?;
+                let (track, audio) = self.tracks_of(&data, fragments.first()).await?;
                 let bandwidth = bandwidth(&fragments);
+                let codecs = codecs(&track, audio.as_ref());
                 let body = format!(
-                    "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS=\"{}\",RESOLUTION={}x{}\ngetHLSMediaPlaylist.m3u8?SessionToken={token}&TrackNumber=1\n",
-                    codecs(&track.codec_private),
+                    "#EXTM3U\n#EXT-X-VERSION:{}\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS=\"{codecs}\",RESOLUTION={}x{}\ngetHLSMediaPlaylist.m3u8?SessionToken={token}&TrackNumber=1\n",
+                    if session.ts { 3 } else { 7 },
                     track.width,
                     track.height
                 );
@@ -264,15 +286,24 @@ impl Video {
                 let spans: Vec<i64> = fragments.iter().map(|e| span_ms(&all, e)).collect();
                 let target = spans.iter().copied().max().unwrap_or(1000).div_euclid(1000) + 1;
                 let mut body = format!(
-                    "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{}\n",
+                    "#EXTM3U\n#EXT-X-VERSION:{}\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{}\n",
+                    if session.ts { 3 } else { 7 },
                     fragments.first().map(|e| e.seq).unwrap_or(0)
                 );
                 if session.mode == Mode::OnDemand {
                     body.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n");
                 }
-                body.push_str(&format!(
-                    "#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-MAP:URI=\"getMP4InitFragment.mp4?SessionToken={token}&TrackNumber=1\"\n"
-                ));
+                body.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+                if !session.ts {
+                    body.push_str(&format!(
+                        "#EXT-X-MAP:URI=\"getMP4InitFragment.mp4?SessionToken={token}&TrackNumber=1\"\n"
+                    ));
+                }
+                let resource = if session.ts {
+                    "getTSFragment.ts"
+                } else {
+                    "getMP4MediaFragment.mp4"
+                };
                 let mut previous: Option<&FragmentEntry> = None;
                 for (entry, span) in fragments.iter().zip(&spans) {
                     if let Some(previous) = previous
@@ -284,7 +315,7 @@ impl Video {
                         body.push_str("#EXT-X-DISCONTINUITY\n");
                     }
                     body.push_str(&format!(
-                        "#EXTINF:{}.{:03},\ngetMP4MediaFragment.mp4?FragmentNumber={}&SessionToken={token}&TrackNumber=1\n",
+                        "#EXTINF:{}.{:03},\n{resource}?FragmentNumber={}&SessionToken={token}&TrackNumber=1\n",
                         span / 1000,
                         span % 1000,
                         fragment_number(session.uid, entry.seq)
@@ -301,8 +332,9 @@ impl Video {
                     body.into_bytes(),
                 ))
             }
-            "getMP4InitFragment.mp4" => self.init_fragment(&session).await,
-            "getMP4MediaFragment.mp4" => self.media_fragment(call, &session).await,
+            "getMP4InitFragment.mp4" if !session.ts => self.init_fragment(&session).await,
+            "getMP4MediaFragment.mp4" if !session.ts => self.media_fragment(call, &session).await,
+            "getTSFragment.ts" if session.ts => self.media_fragment(call, &session).await,
             _ => Err(VideoError::UnknownOperation {
                 path: format!("/hls/v1/{resource}"),
             }),
@@ -318,7 +350,7 @@ impl Video {
         match resource {
             "getDASHManifest.mpd" => {
                 let (data, fragments) = self.session_fragments(&session)?;
-                let track = self.track_of(&data, fragments.first()).await?;
+                let (track, audio) = self.tracks_of(&data, fragments.first()).await?;
                 let all = self.all_entries(session.uid)?;
                 let mut timeline = String::new();
                 let mut urls = String::new();
@@ -345,7 +377,7 @@ impl Video {
                     "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" profiles=\"urn:mpeg:dash:profile:isoff-live:2011\" type=\"{kind}\" mediaPresentationDuration=\"PT{}.{:03}S\" minBufferTime=\"PT2S\">\n<Period id=\"0\" start=\"PT0S\">\n<AdaptationSet mimeType=\"video/mp4\" segmentAlignment=\"true\" startWithSAP=\"1\">\n<Representation id=\"1\" codecs=\"{}\" width=\"{}\" height=\"{}\" bandwidth=\"{}\">\n<SegmentList timescale=\"1000\" presentationTimeOffset=\"{origin}\">\n<Initialization sourceURL=\"getMP4InitFragment.mp4?SessionToken={token}&amp;TrackNumber=1\"/>\n<SegmentTimeline>{timeline}</SegmentTimeline>\n{urls}</SegmentList>\n</Representation>\n</AdaptationSet>\n</Period>\n</MPD>\n",
                     total_ms / 1000,
                     total_ms % 1000,
-                    codecs(&track.codec_private),
+                    codecs(&track, audio.as_ref()),
                     track.width,
                     track.height,
                     bandwidth(&fragments),
@@ -364,12 +396,12 @@ impl Video {
         Ok(self.stream_data(uid)?.store.lock().entries().to_vec())
     }
 
-    /// The video track described by a fragment's header (the newest fragment when `None`).
-    async fn track_of(
+    /// The video track and the AAC audio track (if any) of a fragment's header.
+    async fn tracks_of(
         &self,
         data: &Arc<StreamData>,
         entry: Option<&FragmentEntry>,
-    ) -> Result<mkv::Track, VideoError> {
+    ) -> Result<(mkv::Track, Option<mkv::Track>), VideoError> {
         let entry = match entry {
             Some(entry) => *entry,
             None => data
@@ -384,13 +416,25 @@ impl Video {
         let header = Header::parse_stored(&header).map_err(|e| VideoError::Corrupt {
             detail: format!("stored header: {e}"),
         })?;
-        mp4::video_track(&header).cloned()
+        let tracks = mp4::Tracks::of(&header)?;
+        Ok((
+            tracks.video.clone(),
+            tracks.audio.map(|(track, _)| track.clone()),
+        ))
     }
 
     async fn init_fragment(&self, session: &Session) -> Result<Answer, VideoError> {
         let (data, fragments) = self.session_fragments(session)?;
-        let track = self.track_of(&data, fragments.first()).await?;
-        Ok(Answer::bytes("video/mp4", mp4::init_segment(&track)))
+        let (video, audio) = self.tracks_of(&data, fragments.first()).await?;
+        let audio = match &audio {
+            Some(track) => Some((track, ts::aac_config(&track.codec_private)?)),
+            None => None,
+        };
+        let tracks = mp4::Tracks {
+            video: &video,
+            audio,
+        };
+        Ok(Answer::bytes("video/mp4", mp4::init_segment(tracks)))
     }
 
     async fn media_fragment(&self, call: &Call, session: &Session) -> Result<Answer, VideoError> {
@@ -405,6 +449,10 @@ impl Video {
             .ok_or(VideoError::FragmentsNotFound)?;
         let span = span_ms(&all, &entry);
         let (header, cluster) = read_blocking(&data, entry).await?;
+        if session.ts {
+            let segment = fragment_ts(&header, &cluster, entry.producer_ms, span)?;
+            return Ok(Answer::bytes("video/MP2T", segment));
+        }
         let segment = fragment_segment(&header, &cluster, entry.producer_ms, span, entry.seq)?;
         Ok(Answer::bytes("video/mp4", segment))
     }
@@ -446,43 +494,97 @@ impl Video {
             size += entry.size_bytes();
             chosen.push(*entry);
         }
-        let Some(first) = chosen.first().copied() else {
+        if chosen.is_empty() {
             return Err(VideoError::FragmentsNotFound);
-        };
-        let origin = first.producer_ms;
+        }
         let spans: Vec<i64> = chosen.iter().map(|e| span_ms(&all, e)).collect();
+        // Pass 1: the sample tables, one fragment in memory at a time.
         let dir = data.dir.clone();
-        let built = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, VideoError> {
-            let mut out = Vec::new();
+        let plan = (chosen.clone(), spans.clone());
+        let head = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, VideoError> {
+            let (chosen, spans) = plan;
+            let mut parts = [mp4::ClipTrack::default(), mp4::ClipTrack::default()];
+            let mut decode_ms: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
+            let mut first_header = None;
             let mut timeline_ms = 0i64;
-            for (i, (entry, span)) in chosen.iter().zip(spans).enumerate() {
+            for (entry, span) in chosen.iter().zip(spans) {
                 let (header_bytes, cluster) = read_fragment(&dir, entry)?;
-                if i == 0 {
-                    let header =
-                        Header::parse_stored(&header_bytes).map_err(|e| VideoError::Corrupt {
-                            detail: format!("stored header: {e}"),
-                        })?;
-                    out.extend(mp4::init_segment(mp4::video_track(&header)?));
-                }
+                let header = parse_header(&header_bytes)?;
+                let samples = clip_samples(&header, &cluster, timeline_ms, span)?;
                 // Contiguous fragments keep their spacing; a gap in the stream is closed up.
-                let start = if i == 0 { 0 } else { timeline_ms };
-                out.extend(fragment_segment(
-                    &header_bytes,
-                    &cluster,
-                    start,
-                    span,
-                    entry.seq,
-                )?);
-                timeline_ms = start + span;
+                timeline_ms += span;
+                for ((part, times), samples) in
+                    parts.iter_mut().zip(decode_ms.iter_mut()).zip(&samples)
+                {
+                    part.per_fragment
+                        .push(u32::try_from(samples.len()).unwrap_or(u32::MAX));
+                    part.samples.extend(samples.iter().map(mp4::SampleInfo::of));
+                    times.extend(samples.iter().map(|s| s.decode_ms));
+                }
+                if first_header.is_none() {
+                    first_header = Some(header);
+                }
             }
-            let _ = origin;
-            Ok(out)
+            // A progressive MP4 places samples by their durations alone, so a sample lasts
+            // until the next one of its track, across fragments too (a cluster may start
+            // with audio a few ms before the video keyframe it belongs to).
+            for (part, times) in parts.iter_mut().zip(&decode_ms) {
+                for ((sample, this), next) in
+                    part.samples.iter_mut().zip(times).zip(times.iter().skip(1))
+                {
+                    sample.duration_ms = u32::try_from((next - this).max(1)).unwrap_or(1);
+                }
+            }
+            let header = first_header.ok_or(VideoError::FragmentsNotFound)?;
+            mp4::progressive_head(mp4::Tracks::of(&header)?, &parts)
         })
         .await
         .map_err(|e| VideoError::Corrupt {
             detail: format!("clip task failed: {e}"),
         })??;
-        Ok(Answer::bytes("video/mp4", built))
+        // Pass 2: the sample bytes, streamed fragment by fragment in the same order.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(CLIP_QUEUE_MAX);
+        tokio::spawn(async move {
+            if tx.send(Bytes::from(head)).await.is_err() {
+                return;
+            }
+            let mut timeline_ms = 0i64;
+            for (entry, span) in chosen.into_iter().zip(spans) {
+                let start = timeline_ms;
+                timeline_ms += span;
+                let fragment = read_blocking(&data, entry)
+                    .await
+                    .and_then(|(header, cluster)| {
+                        let header = parse_header(&header)?;
+                        let samples = clip_samples(&header, &cluster, start, span)?;
+                        let all = samples.iter().flatten();
+                        let mut bytes = Vec::with_capacity(all.clone().map(|s| s.data.len()).sum());
+                        for sample in all {
+                            bytes.extend_from_slice(sample.data);
+                        }
+                        Ok(bytes)
+                    });
+                match fragment {
+                    Ok(bytes) => {
+                        if tx.send(Bytes::from(bytes)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(error) => {
+                        // The head is sent: all that is left is to cut the answer short.
+                        tracing::error!(%error, "GetClip could not read a fragment it had indexed");
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Answer {
+            status: 200,
+            content_type: "video/mp4",
+            body: AnswerBody::Stream(rx),
+            error_type: None,
+            internal_detail: None,
+        })
     }
 
     pub(crate) async fn get_images(&self, call: &Call, body: &Value) -> Result<Answer, VideoError> {
@@ -692,20 +794,69 @@ fn fragment_segment(
     span: i64,
     seq: u64,
 ) -> Result<Vec<u8>, VideoError> {
-    let header = Header::parse_stored(header_bytes).map_err(|e| VideoError::Corrupt {
+    let header = parse_header(header_bytes)?;
+    let [video, audio] = clip_samples(&header, cluster, start_ms, span)?;
+    Ok(mp4::media_segment(
+        (seq & 0xFFFF_FFFF) as u32,
+        &[&video, &audio],
+    ))
+}
+
+fn parse_header(header_bytes: &[u8]) -> Result<Header, VideoError> {
+    Header::parse_stored(header_bytes).map_err(|e| VideoError::Corrupt {
         detail: format!("stored header: {e}"),
-    })?;
-    let track = mp4::video_track(&header).map_err(mp4_error)?;
+    })
+}
+
+/// The video samples and the audio samples (empty without an audio track) of a stored
+/// fragment whose cluster starts at `start_ms` on the output timeline.
+fn clip_samples<'a>(
+    header: &Header,
+    cluster: &'a [u8],
+    start_ms: i64,
+    span: i64,
+) -> Result<[Vec<mp4::Sample<'a>>; 2], VideoError> {
+    let tracks = mp4::Tracks::of(header)?;
     let body = mkv::cluster_body(cluster).map_err(|e| VideoError::Corrupt {
         detail: format!("stored cluster: {e}"),
     })?;
-    let samples = mp4::fragment_samples(&header, track, body, start_ms, Some(span))?;
-    if samples.is_empty() {
+    let video = mp4::fragment_samples(header, tracks.video, body, start_ms, Some(span))?;
+    if video.is_empty() {
         return Err(VideoError::InvalidMediaFrame {
             detail: "the fragment has no video frames".into(),
         });
     }
-    Ok(mp4::media_segment((seq & 0xFFFF_FFFF) as u32, &samples))
+    let audio = match tracks.audio {
+        Some((track, _)) => mp4::fragment_samples(header, track, body, start_ms, Some(span))?,
+        None => Vec::new(),
+    };
+    Ok([video, audio])
+}
+
+/// The MPEG-2 TS segment of a stored fragment whose cluster starts at `start_ms`.
+fn fragment_ts(
+    header_bytes: &[u8],
+    cluster: &[u8],
+    start_ms: i64,
+    span: i64,
+) -> Result<Vec<u8>, VideoError> {
+    let header = parse_header(header_bytes)?;
+    let tracks = mp4::Tracks::of(&header)?;
+    if mp4::is_hevc(tracks.video) {
+        return Err(VideoError::UnsupportedMediaType {
+            detail: "H.265 is served as fragmented MP4 only".into(),
+        });
+    }
+    let config = ts::avc_config(&tracks.video.codec_private)?;
+    let [video, audio] = clip_samples(&header, cluster, start_ms, span)?;
+    ts::segment(
+        &config,
+        &video,
+        tracks.audio.map(|(_, config)| ts::TsAudio {
+            config,
+            frames: &audio,
+        }),
+    )
 }
 
 /// A fragment's playing time: up to the next fragment when that one follows on directly,
@@ -735,10 +886,11 @@ fn bandwidth(fragments: &[FragmentEntry]) -> u64 {
         .max(1)
 }
 
-/// `avc1.PPCCLL` from an avcC record.
-fn codecs(avcc: &[u8]) -> String {
-    match avcc.get(1..4) {
-        Some(p) => format!("avc1.{:02x}{:02x}{:02x}", p[0], p[1], p[2]),
-        None => "avc1.42e01e".into(),
+/// The video track's `codecs` name, and `mp4a.40.N` when there is an AAC track.
+fn codecs(video: &mkv::Track, audio: Option<&mkv::Track>) -> String {
+    let mut codecs = mp4::codecs_name(video);
+    if let Some(config) = audio.and_then(|a| ts::aac_config(&a.codec_private).ok()) {
+        codecs.push_str(&format!(",mp4a.40.{}", config.object_type));
     }
+    codecs
 }
