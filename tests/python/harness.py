@@ -63,6 +63,15 @@ def venv_bin(name: str) -> str:
     return found
 
 
+def rss_bytes(pid: int) -> int:
+    """The resident memory of process ``pid`` (VmRSS), in bytes."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,6 +10,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from harness import rss_bytes
 from kinesis_util import client, create_active, list_all_shards, unique_name
 
 SHARDS = 20
@@ -25,14 +26,6 @@ CONSUMERS = 200
 RSS_MAX_BYTES = 320 * 1024 * 1024
 # A consumer that has not read its backlog by then fails the test (a hang is a failure).
 CONSUME_DEADLINE_S = 180
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def test_many_consumers_of_a_big_backlog_keep_memory_bounded(make_server):

@@ -12,7 +12,7 @@ import resource
 import socket
 import urllib.parse
 
-from harness import wait_until
+from harness import rss_bytes, wait_until
 from kinesis_util import client, create_active, iterator, read_available, unique_name
 
 # Connections held open at once (bounded by the hard open-files limit of this machine).
@@ -28,14 +28,6 @@ def raise_own_limit() -> int:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def server_open_files(pid: int) -> int:
