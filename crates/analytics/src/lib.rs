@@ -396,9 +396,14 @@ impl Analytics {
         tracker.spawn(runner::run(self.inner.clone(), app.clone(), stop));
     }
 
-    fn stop_runner(&self, key: &str) {
-        if let Some(token) = self.inner.runners.lock().remove(key) {
-            token.cancel();
+    /// Cancels the application's runner; false when it has none.
+    fn stop_runner(&self, key: &str) -> bool {
+        match self.inner.runners.lock().remove(key) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
         }
     }
 
@@ -537,10 +542,14 @@ impl Analytics {
             "StopApplication" => {
                 let mut app = self.get(ctx, required(&body, "ApplicationName")?)?;
                 if app.status == "RUNNING" || app.status == "STARTING" {
-                    // The runner moves it to READY once it has checkpointed and stopped.
+                    // The runner moves it to READY once it has checkpointed and stopped;
+                    // without a runner (not started yet) it is READY at once.
                     app.status = "STOPPING".into();
                     self.put(app.clone())?;
-                    self.stop_runner(&app.key());
+                    if !self.stop_runner(&app.key()) {
+                        app.status = "READY".into();
+                        self.put(app)?;
+                    }
                 }
                 Ok(json!({}))
             }
