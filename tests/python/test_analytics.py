@@ -198,12 +198,13 @@ def test_lifecycle_versions_and_tags(endpoint):
 
     ka.start_application(ApplicationName=name, InputConfigurations=[{
         "Id": inp["InputId"], "InputStartingPositionConfiguration": {"InputStartingPosition": "NOW"}}])
-    assert describe(ka, name)["ApplicationStatus"] == "RUNNING"
+    assert describe(ka, name)["ApplicationStatus"] in ("STARTING", "RUNNING")
+    wait_until(lambda: describe(ka, name)["ApplicationStatus"] == "RUNNING", OUTPUT_TIMEOUT_S, "RUNNING")
     with pytest.raises(ka.exceptions.ResourceInUseException):
         ka.start_application(ApplicationName=name, InputConfigurations=[{
             "Id": inp["InputId"], "InputStartingPositionConfiguration": {"InputStartingPosition": "NOW"}}])
     ka.stop_application(ApplicationName=name)
-    assert describe(ka, name)["ApplicationStatus"] == "READY"
+    wait_until(lambda: describe(ka, name)["ApplicationStatus"] == "READY", OUTPUT_TIMEOUT_S, "READY")
 
     ka.delete_application_output(ApplicationName=name, CurrentApplicationVersionId=4, OutputId=out["OutputId"])
     assert describe(ka, name)["OutputDescriptions"] == []

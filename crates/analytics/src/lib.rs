@@ -13,13 +13,18 @@
 //! options) needs the caller's `CurrentApplicationVersionId` and increments it; a stale one is
 //! a `ConcurrentModificationException`. Code is compiled on create and update (a
 //! `CodeValidationException` carries the parser's or compiler's message with the position),
-//! and again on start. StartApplication moves READY → RUNNING (STARTING is never observable:
-//! the runner starts before the answer), StopApplication RUNNING → READY.
+//! and again on start. StartApplication moves READY → STARTING; the runner moves it to
+//! RUNNING once it has opened its input (listed the source's shards). StopApplication moves
+//! RUNNING (or STARTING) → STOPPING; the runner finishes the delivery in flight, writes its
+//! checkpoint and moves it to READY as it exits. A restart resumes STARTING and RUNNING
+//! applications and settles STOPPING ones as READY (their last checkpoint is on disk).
 //!
-//! What it does not do yet: Firehose delivery streams and Lambda functions as inputs or
-//! outputs (stored and described, not run), reference data sources (stored only), input
-//! preprocessing Lambdas (stored only), stagger windows, joins, table functions.
+//! Outputs run to Kinesis streams, Lambda functions and Firehose delivery streams; inputs
+//! are Kinesis streams, optionally through a preprocessing Lambda (`runner`, `connect`).
+//! What it does not do yet: Firehose delivery streams as inputs (stored and described, not
+//! run), reference data sources (stored only), stagger windows, joins, table functions.
 
+pub mod connect;
 pub mod engine;
 pub mod input;
 mod runner;
@@ -232,6 +237,33 @@ fn key(account: &str, region: &str, name: &str) -> String {
     format!("{account}/{region}/{name}")
 }
 
+impl Inner {
+    /// Moves an application from status `from` to `to` (a runner reporting progress); no-op
+    /// when it is in another status by now (deleted, stopped, or already moved).
+    pub(crate) async fn transition(&self, key: &str, from: &str, to: &str) {
+        let _write = self.write.lock().await;
+        let Some(mut app) = self.apps.lock().get(key).cloned() else {
+            return;
+        };
+        if app.status != from {
+            return;
+        }
+        app.status = to.to_string();
+        match self
+            .catalog
+            .write(|txn| txn.put(Table::Applications, key, &app))
+        {
+            Ok(()) => {
+                tracing::info!(application = %app.name, status = to, "analytics application status");
+                self.apps.lock().insert(key.to_string(), app);
+            }
+            Err(error) => {
+                tracing::error!(application = %app.name, %error, "cannot write the application status")
+            }
+        }
+    }
+}
+
 pub(crate) struct Inner {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) streams: Streams,
@@ -240,6 +272,10 @@ pub(crate) struct Inner {
     apps: Mutex<BTreeMap<String, ApplicationRecord>>,
     runners: Mutex<HashMap<String, CancellationToken>>,
     tasks: Mutex<Option<(TaskTracker, CancellationToken)>>,
+    /// Lambda outputs and preprocessing call functions through this (set by the wiring).
+    pub(crate) functions: Mutex<Option<Arc<dyn connect::FunctionInvoker>>>,
+    /// Firehose outputs put through this (set by the wiring).
+    pub(crate) delivery_streams: Mutex<Option<Arc<dyn connect::DeliveryStreams>>>,
     /// Serialises control-plane writes (read-modify-write of a record and its commit).
     write: tokio::sync::Mutex<()>,
 }
@@ -304,9 +340,23 @@ impl Analytics {
                 apps: Mutex::new(apps),
                 runners: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(None),
+                functions: Mutex::new(None),
+                delivery_streams: Mutex::new(None),
                 write: tokio::sync::Mutex::new(()),
             }),
         })
+    }
+
+    /// Gives runners a way to call functions (Lambda outputs, input preprocessing); without
+    /// one, such applications wait, retrying, as behind an unreachable function.
+    pub fn set_function_invoker(&self, invoker: Arc<dyn connect::FunctionInvoker>) {
+        *self.inner.functions.lock() = Some(invoker);
+    }
+
+    /// Gives runners the Firehose delivery streams (outputs); without it, such outputs wait,
+    /// retrying.
+    pub fn set_delivery_streams(&self, delivery_streams: Arc<dyn connect::DeliveryStreams>) {
+        *self.inner.delivery_streams.lock() = Some(delivery_streams);
     }
 
     /// Starts the runners of applications that were running, and remembers where to track
@@ -318,11 +368,20 @@ impl Analytics {
             .apps
             .lock()
             .values()
-            .filter(|a| a.status == "RUNNING")
+            .filter(|a| a.status != "READY")
             .cloned()
             .collect();
         for app in running {
-            self.spawn_runner(&app);
+            if app.status == "STOPPING" {
+                // Stopped by the restart: its last checkpoint is on disk.
+                let mut app = app;
+                app.status = "READY".into();
+                if let Err(error) = self.put(app) {
+                    tracing::error!(%error, "cannot settle a stopping application as READY");
+                }
+            } else {
+                self.spawn_runner(&app);
+            }
         }
     }
 
@@ -337,9 +396,14 @@ impl Analytics {
         tracker.spawn(runner::run(self.inner.clone(), app.clone(), stop));
     }
 
-    fn stop_runner(&self, key: &str) {
-        if let Some(token) = self.inner.runners.lock().remove(key) {
-            token.cancel();
+    /// Cancels the application's runner; false when it has none.
+    fn stop_runner(&self, key: &str) -> bool {
+        match self.inner.runners.lock().remove(key) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
         }
     }
 
@@ -477,10 +541,15 @@ impl Analytics {
             "StartApplication" => self.start_application(ctx, &body),
             "StopApplication" => {
                 let mut app = self.get(ctx, required(&body, "ApplicationName")?)?;
-                if app.status == "RUNNING" {
-                    self.stop_runner(&app.key());
-                    app.status = "READY".into();
-                    self.put(app)?;
+                if app.status == "RUNNING" || app.status == "STARTING" {
+                    // The runner moves it to READY once it has checkpointed and stopped;
+                    // without a runner (not started yet) it is READY at once.
+                    app.status = "STOPPING".into();
+                    self.put(app.clone())?;
+                    if !self.stop_runner(&app.key()) {
+                        app.status = "READY".into();
+                        self.put(app)?;
+                    }
                 }
                 Ok(json!({}))
             }
@@ -924,7 +993,7 @@ impl Analytics {
                 ..Default::default()
             },
         };
-        app.status = "RUNNING".into();
+        app.status = "STARTING".into();
         let snapshot = app.clone();
         self.inner.catalog.write(|txn| {
             txn.put(Table::ApplicationCheckpoints, &k, &checkpoint)?;

@@ -3,6 +3,14 @@
 //! maps records through the input schema into rows, runs them through the [`Engine`], sends
 //! the rows of output streams to their Kinesis streams (PutRecords) and checkpoints.
 //!
+//! Statuses: the runner moves its application STARTING → RUNNING once it has listed the
+//! source's shards (its input is open), and STOPPING → READY as it exits, after the
+//! delivery in flight finished and the checkpoint of what was delivered is written.
+//!
+//! Outputs go to Kinesis streams (PutRecords) or to "Lambda functions" (the Lambda output
+//! contract of [`crate::connect`]). An input may have a preprocessing function: the records
+//! of each GetRecords go through it before the schema maps them into rows.
+//!
 //! Order of effects per round: read every shard once; if every shard is caught up, move the
 //! watermark to the time the round began minus `WATERMARK_SLACK_MS` (records appended just
 //! before are visible by then), which emits windows that ended; send the outputs, retrying
@@ -22,6 +30,7 @@ use millrace_wire::kinesis as k;
 use serde_json::Value as Json;
 use tokio_util::sync::CancellationToken;
 
+use crate::connect::{self, FunctionInvoker, Preprocessed, SourceRecord};
 use crate::engine::{Emitted, Engine, Program, row_to_csv, row_to_json};
 use crate::{ApplicationRecord, Checkpoint, Inner, input, sources};
 
@@ -37,6 +46,11 @@ const WATERMARK_SLACK_MS: i64 = 2_000;
 const PUT_BATCH_RECORDS_MAX: usize = 500;
 /// Backoff after a failed read or a rejected output record.
 const ERROR_BACKOFF_MS: u64 = 500;
+/// Longest backoff between retries of a function (Lambda output, preprocessing).
+const FUNCTION_BACKOFF_MS_MAX: u64 = 10_000;
+/// Invocations of a preprocessing function per batch before its records are failed
+/// (to `error_stream`).
+const PREPROCESS_ATTEMPTS_MAX: u32 = 3;
 
 pub(crate) fn stream_ctx(arn: &str) -> RequestContext {
     let parts: Vec<&str> = arn.split(':').collect();
@@ -199,17 +213,30 @@ pub(crate) async fn sample(
     Ok(out)
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Destination {
+    Stream,
+    Lambda,
+    Firehose,
+}
+
 struct Output {
     stream: usize,
+    destination: Destination,
     arn: String,
     csv: bool,
 }
 
 pub(crate) async fn run(inner: Arc<Inner>, app: ApplicationRecord, stop: CancellationToken) {
     tracing::info!(application = %app.name, "analytics application started");
+    let key = app.key();
     if let Err(error) = run_inner(&inner, &app, &stop).await {
         tracing::error!(application = %app.name, %error, "analytics application stopped on an error");
+        // It cannot run as configured: it is not running.
+        inner.transition(&key, "STARTING", "READY").await;
+        inner.transition(&key, "RUNNING", "READY").await;
     }
+    inner.transition(&key, "STOPPING", "READY").await;
     tracing::info!(application = %app.name, "analytics application stopped");
 }
 
@@ -251,23 +278,42 @@ async fn run_inner(
         let Some(stream) = program.stream_index(name) else {
             continue;
         };
-        match o
-            .pointer("/KinesisStreamsOutputDescription/ResourceARN")
+        let csv = o
+            .pointer("/DestinationSchema/RecordFormatType")
             .and_then(Json::as_str)
-        {
-            Some(arn) => outputs.push(Output {
+            == Some("CSV");
+        let destination = [
+            (
+                "/KinesisStreamsOutputDescription/ResourceARN",
+                Destination::Stream,
+            ),
+            ("/LambdaOutputDescription/ResourceARN", Destination::Lambda),
+            (
+                "/KinesisFirehoseOutputDescription/ResourceARN",
+                Destination::Firehose,
+            ),
+        ]
+        .into_iter()
+        .find_map(|(pointer, d)| o.pointer(pointer).and_then(Json::as_str).map(|a| (d, a)));
+        match destination {
+            Some((destination, arn)) => outputs.push(Output {
                 stream,
+                destination,
                 arn: arn.to_string(),
-                csv: o
-                    .pointer("/DestinationSchema/RecordFormatType")
-                    .and_then(Json::as_str)
-                    == Some("CSV"),
+                csv,
             }),
             None => {
-                tracing::warn!(application = %app.name, output = %name, "only Kinesis stream outputs are delivered for now; this output is stored only")
+                tracing::warn!(application = %app.name, output = %name, "the output has no destination ARN; it is stored only")
             }
         }
     }
+    let preprocessor: Option<String> = input
+        .pointer(
+            "/InputProcessingConfigurationDescription/InputLambdaProcessorDescription/ResourceARN",
+        )
+        .and_then(Json::as_str)
+        .map(str::to_string);
+    let app_arn = app.arn();
     let mut engine = Engine::new(program);
     let mut checkpoint: Checkpoint = inner
         .catalog
@@ -289,12 +335,17 @@ async fn run_inner(
     let mut shards: Vec<String> = Vec::new();
     let mut next_list = Instant::now();
     let mut partition_counter: u64 = 0;
+    let mut opened = false;
     while !stop.is_cancelled() {
         if Instant::now() >= next_list {
             match list_shards(inner, &ctx, &arn).await {
                 Ok(list) => {
                     shards = list;
                     next_list = Instant::now() + Duration::from_millis(LIST_SHARDS_INTERVAL_MS);
+                    if !opened {
+                        opened = true;
+                        inner.transition(&key, "STARTING", "RUNNING").await;
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(application = %app.name, %error, "cannot list the source stream's shards");
@@ -349,16 +400,53 @@ async fn run_inner(
                 .get(i % source_streams.len().max(1))
                 .copied()
                 .unwrap_or(0);
-            for record in &output.records {
+            let processed = match &preprocessor {
+                Some(function) => {
+                    let Some(processed) = preprocess(
+                        inner,
+                        &app_arn,
+                        function,
+                        &arn,
+                        shard,
+                        &output.records,
+                        round_start_ms,
+                        stop,
+                    )
+                    .await
+                    else {
+                        // Stopped mid-batch: nothing of this round is checkpointed.
+                        return Ok(());
+                    };
+                    Some(processed)
+                }
+                None => None,
+            };
+            for (record_idx, record) in output.records.iter().enumerate() {
                 let arrival = record
                     .approximate_arrival_timestamp
                     .map_or(round_start_ms, |t| t.0);
-                for row in schema.decode(&record.data) {
+                let data: &[u8] = match processed.as_ref().and_then(|p| p.get(record_idx)) {
+                    None => &record.data,
+                    Some(Preprocessed::Ok(data)) => data,
+                    Some(Preprocessed::Dropped) => &[],
+                    Some(Preprocessed::ProcessingFailed) => {
+                        engine.reject_source(
+                            arrival,
+                            &record.data,
+                            "the preprocessing function failed the record",
+                            &mut out,
+                        );
+                        &[]
+                    }
+                };
+                let skip = matches!(
+                    processed.as_ref().and_then(|p| p.get(record_idx)),
+                    Some(Preprocessed::Dropped | Preprocessed::ProcessingFailed)
+                );
+                for row in schema.decode(data).into_iter().filter(|_| !skip) {
                     match row {
                         Ok(values) => engine.insert_source(source, arrival, values, &mut out),
-                        Err(message) => {
-                            engine.reject_source(arrival, &record.data, &message, &mut out)
-                        }
+                        Err(message) => engine.reject_source(arrival, data, &message, &mut out),
                     }
                 }
                 checkpoint
@@ -395,9 +483,8 @@ async fn run_inner(
         if read_any || emitted {
             checkpoint.engine = Some(engine.state().clone());
             checkpoint.code = app.code.clone();
-            if stop.is_cancelled() {
-                break;
-            }
+            // Written even when a stop came during the round: everything it covers was
+            // delivered (`send` answered true), so the next start does not repeat it.
             let write = inner
                 .catalog
                 .write(|txn| txn.put(Table::ApplicationCheckpoints, &key, &checkpoint));
@@ -427,6 +514,23 @@ async fn send(
         let Some(stream) = engine.program.streams.get(output.stream) else {
             continue;
         };
+        if output.destination != Destination::Stream {
+            let data: Vec<Vec<u8>> = rows
+                .iter()
+                .filter(|e| e.stream == output.stream)
+                .map(|e| {
+                    if output.csv {
+                        row_to_csv(&e.row)
+                    } else {
+                        row_to_json(stream, &e.row)
+                    }
+                })
+                .collect();
+            if !send_batched(inner, app, output, data, stop).await {
+                return false;
+            }
+            continue;
+        }
         let mut pending: Vec<k::PutRecordsRequestEntry> = rows
             .iter()
             .filter(|e| e.stream == output.stream)
@@ -487,4 +591,189 @@ async fn send(
         }
     }
     true
+}
+
+fn invoker(inner: &Inner) -> Option<Arc<dyn FunctionInvoker>> {
+    inner.functions.lock().clone()
+}
+
+fn next_backoff(backoff_ms: u64) -> u64 {
+    (backoff_ms * 2).min(FUNCTION_BACKOFF_MS_MAX)
+}
+
+/// Delivers rows to a Lambda or Firehose output, a bounded batch at a time; rows the
+/// function answers `DeliveryFailed` for (or leaves out), or the delivery stream refuses,
+/// are offered again (with a higher `retryHint` for a function) after a growing backoff,
+/// until every row is delivered. A call in flight is awaited even when a stop comes (the
+/// application is STOPPING meanwhile); false when stopped before every row was delivered.
+async fn send_batched(
+    inner: &Inner,
+    app: &ApplicationRecord,
+    output: &Output,
+    rows: Vec<Vec<u8>>,
+    stop: &CancellationToken,
+) -> bool {
+    let destination_arn = output.arn.as_str();
+    let (records_max, bytes_max) = match output.destination {
+        Destination::Firehose => (
+            connect::FIREHOSE_BATCH_RECORDS_MAX,
+            connect::FIREHOSE_BATCH_BYTES_MAX,
+        ),
+        Destination::Lambda | Destination::Stream => (
+            connect::LAMBDA_OUTPUT_RECORDS_MAX,
+            connect::LAMBDA_OUTPUT_BYTES_MAX,
+        ),
+    };
+    let app_arn = app.arn();
+    let mut pending: std::collections::VecDeque<(Vec<u8>, u32)> =
+        rows.into_iter().map(|r| (r, 0)).collect();
+    let mut backoff_ms = ERROR_BACKOFF_MS;
+    while !pending.is_empty() {
+        if stop.is_cancelled() {
+            return false;
+        }
+        let mut batch: Vec<(Vec<u8>, u32)> = Vec::new();
+        let mut batch_bytes = 0;
+        while let Some((data, _)) = pending.front() {
+            if !batch.is_empty()
+                && (batch.len() >= records_max || batch_bytes + data.len() > bytes_max)
+            {
+                break;
+            }
+            batch_bytes += data.len();
+            if let Some(row) = pending.pop_front() {
+                batch.push(row);
+            }
+        }
+        let delivered: Result<Vec<bool>, String> = if output.destination == Destination::Firehose {
+            let delivery_streams = inner.delivery_streams.lock().clone();
+            match delivery_streams {
+                Some(d) => d
+                    .put_record_batch(
+                        destination_arn,
+                        batch.iter().map(|(data, _)| data.clone()).collect(),
+                    )
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => Err(connect::DeliveryError::Unavailable.to_string()),
+            }
+        } else {
+            let event = connect::output_event(&app_arn, inner.clock.now_millis(), &batch);
+            let answer = match invoker(inner) {
+                Some(functions) => functions.invoke(destination_arn, event).await,
+                None => Err(connect::InvokeError::Unavailable),
+            };
+            answer
+                .and_then(|body| connect::output_results(&body, batch.len()))
+                .map_err(|e| e.to_string())
+        };
+        // An answer that does not cover the batch is a failed call (nothing is assumed
+        // delivered).
+        let delivered = delivered.and_then(|d| {
+            if d.len() == batch.len() {
+                Ok(d)
+            } else {
+                Err(format!("{} answers for {} records", d.len(), batch.len()))
+            }
+        });
+        let failed: Vec<(Vec<u8>, u32)> = match delivered {
+            Ok(delivered) => batch
+                .into_iter()
+                .zip(delivered)
+                .filter(|(_, ok)| !ok)
+                .map(|((data, tries), _)| (data, tries + 1))
+                .collect(),
+            Err(error) => {
+                tracing::warn!(application = %app.name, destination = %destination_arn, %error, "output delivery failed; retrying");
+                batch
+                    .into_iter()
+                    .map(|(data, tries)| (data, tries + 1))
+                    .collect()
+            }
+        };
+        if failed.is_empty() {
+            backoff_ms = ERROR_BACKOFF_MS;
+            continue;
+        }
+        for row in failed.into_iter().rev() {
+            pending.push_front(row);
+        }
+        if !pause(stop, backoff_ms).await {
+            return false;
+        }
+        backoff_ms = next_backoff(backoff_ms);
+    }
+    true
+}
+
+/// Runs one GetRecords' records through the input's preprocessing function, a bounded
+/// batch per invocation: one outcome per record. A batch whose invocation keeps failing
+/// (`PREPROCESS_ATTEMPTS_MAX` times) has its records failed (they go to `error_stream`).
+/// `None` when stopped.
+#[allow(clippy::too_many_arguments)]
+async fn preprocess(
+    inner: &Inner,
+    app_arn: &str,
+    function_arn: &str,
+    stream_arn: &str,
+    shard: &str,
+    records: &[k::Record],
+    now_ms: i64,
+    stop: &CancellationToken,
+) -> Option<Vec<Preprocessed>> {
+    let mut out = Vec::with_capacity(records.len());
+    let mut start = 0;
+    while start < records.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while let Some(record) = records.get(end) {
+            if end > start
+                && (end - start >= connect::PREPROCESS_RECORDS_MAX
+                    || bytes + record.data.len() > connect::PREPROCESS_BYTES_MAX)
+            {
+                break;
+            }
+            bytes += record.data.len();
+            end += 1;
+        }
+        let batch: Vec<SourceRecord<'_>> = records
+            .get(start..end)
+            .unwrap_or_default()
+            .iter()
+            .map(|r| SourceRecord {
+                data: &r.data,
+                arrival_ms: r.approximate_arrival_timestamp.map_or(now_ms, |t| t.0),
+                sequence_number: &r.sequence_number,
+                partition_key: r.partition_key.as_deref().unwrap_or_default(),
+                shard_id: shard,
+            })
+            .collect();
+        let mut backoff_ms = ERROR_BACKOFF_MS;
+        let mut attempt = 0;
+        let outcomes = loop {
+            attempt += 1;
+            let event = connect::preprocess_event(app_arn, stream_arn, now_ms, &batch);
+            let answer = match invoker(inner) {
+                Some(functions) => functions.invoke(function_arn, event).await,
+                None => Err(connect::InvokeError::Unavailable),
+            };
+            match answer.and_then(|body| connect::preprocess_results(&body, batch.len())) {
+                Ok(outcomes) => break outcomes,
+                Err(error) if attempt < PREPROCESS_ATTEMPTS_MAX => {
+                    tracing::warn!(function = %function_arn, %error, attempt, "preprocessing failed; retrying");
+                    if !pause(stop, backoff_ms).await {
+                        return None;
+                    }
+                    backoff_ms = next_backoff(backoff_ms);
+                }
+                Err(error) => {
+                    tracing::warn!(function = %function_arn, %error, "preprocessing failed; the records go to error_stream");
+                    break vec![Preprocessed::ProcessingFailed; batch.len()];
+                }
+            }
+        };
+        out.extend(outcomes);
+        start = end;
+    }
+    Some(out)
 }

@@ -192,6 +192,13 @@ impl Functions {
         api::handle(&self.inner, ctx, method, path, query, body).await
     }
 
+    /// The URL a function ARN runs at and how long it gets to answer (ms): declared in the
+    /// config file or created through CreateFunction. Other services that call functions
+    /// (Analytics' Lambda outputs and preprocessing) resolve them here.
+    pub fn function_url(&self, arn: &str) -> Option<(String, u64)> {
+        self.inner.function_target(arn)
+    }
+
     /// The operation a request is, and the resource ARN (or `*`) it acts on, for
     /// authorization.
     pub fn operation(

@@ -1,19 +1,154 @@
-//! Wiring of the Kinesis Data Analytics service: the adapter the server calls and its
-//! runners' start and stop. It has no config section yet: defaults
-//! (`millrace_analytics::AnalyticsConfig`) apply.
+//! Wiring of the Kinesis Data Analytics service: the adapter the server calls, the function
+//! invoker its Lambda outputs and preprocessing use, and its runners' start and stop. It has
+//! no config section yet: defaults (`millrace_analytics::AnalyticsConfig`) apply. Functions
+//! are resolved as the function consumers resolve them: declared under
+//! `[[functions.function]]` / `[[firehose.function]]`, or created through CreateFunction.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use millrace_analytics::Analytics;
+use millrace_analytics::connect::{DeliveryError, DeliveryStreams, FunctionInvoker, InvokeError};
+use millrace_firehose::Firehose;
+use millrace_functions::Functions;
 use millrace_server::{AnalyticsError, AnalyticsService};
 use millrace_streams::RequestContext;
+use millrace_wire::firehose as fh;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// How long application runners get to stop at shutdown (their checkpoint is at most one
 /// round old).
 const STOP_DEADLINE_MS: u64 = 5_000;
+
+/// Largest answer read (Lambda's synchronous response limit).
+const RESPONSE_BYTES_MAX: usize = 6 * 1024 * 1024;
+
+/// Calls functions (declared ones and those created through the Lambda API, resolved by the
+/// function consumers' service) with a POST of the event.
+pub struct FunctionUrls {
+    http: reqwest::Client,
+    functions: Functions,
+}
+
+impl FunctionInvoker for FunctionUrls {
+    fn invoke<'a>(
+        &'a self,
+        function_arn: &'a str,
+        event: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, InvokeError>> {
+        Box::pin(async move {
+            let (url, timeout_ms) = self.functions.function_url(function_arn).ok_or_else(|| {
+                InvokeError::NotMapped {
+                    function_arn: function_arn.to_string(),
+                }
+            })?;
+            let transport = |e: reqwest::Error| InvokeError::Transport {
+                message: e.to_string(),
+            };
+            let mut response = self
+                .http
+                .post(&url)
+                .header("content-type", "application/json")
+                .timeout(Duration::from_millis(timeout_ms))
+                .body(event)
+                .send()
+                .await
+                .map_err(transport)?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(InvokeError::Status {
+                    status: status.as_u16(),
+                });
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(transport)? {
+                if body.len() + chunk.len() > RESPONSE_BYTES_MAX {
+                    return Err(InvokeError::ResponseTooLarge {
+                        bytes_max: RESPONSE_BYTES_MAX,
+                    });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(body)
+        })
+    }
+}
+
+/// Puts Firehose outputs' rows to the in-process Firehose service (PutRecordBatch, in the
+/// delivery stream's account and region).
+pub struct FirehoseOutputs(pub Firehose);
+
+impl DeliveryStreams for FirehoseOutputs {
+    fn put_record_batch<'a>(
+        &'a self,
+        delivery_stream_arn: &'a str,
+        records: Vec<Vec<u8>>,
+    ) -> BoxFuture<'a, Result<Vec<bool>, DeliveryError>> {
+        Box::pin(async move {
+            // arn:aws:firehose:REGION:ACCOUNT:deliverystream/NAME
+            let bad_arn = || DeliveryError::BadArn {
+                delivery_stream_arn: delivery_stream_arn.to_string(),
+            };
+            let parts: Vec<&str> = delivery_stream_arn.splitn(6, ':').collect();
+            let (Some(region), Some(account), Some(resource)) =
+                (parts.get(3), parts.get(4), parts.get(5))
+            else {
+                return Err(bad_arn());
+            };
+            let name = resource
+                .strip_prefix("deliverystream/")
+                .ok_or_else(bad_arn)?;
+            let ctx = RequestContext {
+                account: (*account).to_string(),
+                region: (*region).to_string(),
+                request_id: "analytics".into(),
+                principal: None,
+            };
+            let n = records.len();
+            let input = fh::PutRecordBatchInput {
+                delivery_stream_name: name.to_string(),
+                records: records
+                    .into_iter()
+                    .map(|data| fh::Record { data: data.into() })
+                    .collect(),
+            };
+            match self
+                .0
+                .handle(&ctx, fh::Request::PutRecordBatch(input))
+                .await
+            {
+                Ok(fh::Response::PutRecordBatch(output)) if output.request_responses.len() == n => {
+                    Ok(output
+                        .request_responses
+                        .iter()
+                        .map(|r| r.error_code.is_none())
+                        .collect())
+                }
+                Ok(_) => Err(DeliveryError::Refused {
+                    error_type: "unexpected answer".into(),
+                }),
+                Err(error) => Err(DeliveryError::Refused {
+                    error_type: error.to_string(),
+                }),
+            }
+        })
+    }
+}
+
+/// Gives the applications' runners the Firehose delivery streams.
+pub fn connect_firehose(analytics: &Analytics, firehose: &Firehose) {
+    analytics.set_delivery_streams(Arc::new(FirehoseOutputs(firehose.clone())));
+}
+
+/// Gives the applications' runners the functions.
+pub fn connect(analytics: &Analytics, functions: &Functions) {
+    analytics.set_function_invoker(Arc::new(FunctionUrls {
+        http: reqwest::Client::new(),
+        functions: functions.clone(),
+    }));
+}
 
 /// What the server calls.
 pub struct Adapter(pub Analytics);

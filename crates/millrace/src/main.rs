@@ -323,6 +323,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         clock.clone(),
     )
     .context("cannot load the analytics applications")?;
+    analytics::connect(&sql_applications, &consumers);
     let delivery = millrace_firehose::Firehose::open(
         firehose_config,
         catalog,
@@ -332,6 +333,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .context("cannot load the delivery streams")?;
     firehose::declare(&delivery, &file.firehose, &account_id, &region).await?;
+    analytics::connect_firehose(&sql_applications, &delivery);
 
     let server_config = ServerConfig {
         account_id: account_id.clone(),

@@ -143,6 +143,9 @@ pub fn error_type_of(body: &[u8]) -> (String, String) {
     }
 }
 
+/// The `X-Amz-Target` prefix of Kinesis Data Streams operations.
+pub const KINESIS_TARGET_PREFIX: &str = "Kinesis_20131202";
+
 /// One HTTP/1.1 connection to the endpoint, opened on first use and reopened after a
 /// failure.
 pub struct Connection {
@@ -176,7 +179,7 @@ impl Connection {
         Ok(sender)
     }
 
-    fn request(&self, operation: &str, body: Bytes) -> http::Request<Full<Bytes>> {
+    fn request(&self, target: &str, body: Bytes) -> http::Request<Full<Bytes>> {
         let mut request = http::Request::new(Full::new(body));
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = http::Uri::from_static("/");
@@ -188,7 +191,7 @@ impl Connection {
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static(CONTENT_TYPE),
         );
-        if let Ok(target) = http::HeaderValue::from_str(&format!("Kinesis_20131202.{operation}")) {
+        if let Ok(target) = http::HeaderValue::from_str(target) {
             headers.insert("x-amz-target", target);
         }
         headers.insert("x-amz-date", http::HeaderValue::from_static(AMZ_DATE));
@@ -206,6 +209,16 @@ impl Connection {
         operation: &str,
         body: Bytes,
     ) -> Result<http::Response<Incoming>, CallError> {
+        self.send_target(&format!("{KINESIS_TARGET_PREFIX}.{operation}"), body)
+            .await
+    }
+
+    /// [`Connection::send`] with a whole `X-Amz-Target` (another service's operations).
+    pub async fn send_target(
+        &mut self,
+        target: &str,
+        body: Bytes,
+    ) -> Result<http::Response<Incoming>, CallError> {
         let mut sender = match self.sender.take() {
             Some(sender) if !sender.is_closed() => sender,
             _ => self.connect().await?,
@@ -217,7 +230,7 @@ impl Connection {
                 .await
                 .map_err(|e| CallError::Transport(format!("not ready: {e}")))?;
         }
-        let request = self.request(operation, body);
+        let request = self.request(target, body);
         let response = sender
             .send_request(request)
             .await
@@ -228,8 +241,16 @@ impl Connection {
 
     /// One unary call: the body of a 200, else the error.
     pub async fn call(&mut self, operation: &str, body: Bytes) -> Result<Bytes, CallError> {
+        self.call_target(&format!("{KINESIS_TARGET_PREFIX}.{operation}"), body)
+            .await
+    }
+
+    /// [`Connection::call`] with a whole `X-Amz-Target`, e.g.
+    /// `KinesisAnalytics_20150814.CreateApplication`.
+    pub async fn call_target(&mut self, target: &str, body: Bytes) -> Result<Bytes, CallError> {
+        let operation = target;
         let exchange = async {
-            let response = self.send(operation, body).await?;
+            let response = self.send_target(target, body).await?;
             let status = response.status();
             let bytes = response
                 .into_body()

@@ -21,7 +21,7 @@ use clap::{Parser, Subcommand};
 
 use crate::report::Report;
 use crate::setup::Ctx;
-use crate::workloads::{e2e, get_drain, many_shards, put_record, put_records, queue};
+use crate::workloads::{analytics, e2e, get_drain, many_shards, put_record, put_records, queue};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -64,6 +64,9 @@ enum Workload {
     ManyShards(many_shards::Args),
     /// Receive-and-acknowledge throughput of a stream queue with many competing workers.
     Queue(queue::Args),
+    /// Rows per second through a Kinesis Data Analytics SQL application (tumbling or
+    /// sliding window), from PutRecords to the aggregates in the output stream.
+    Analytics(analytics::Args),
     /// Wait until the endpoint answers ListStreams with 200; print the milliseconds since
     /// `--since-ns` (wall clock, e.g. `date +%s%N` taken before the server was launched).
     Ready(ReadyArgs),
@@ -118,6 +121,7 @@ impl Workload {
             Workload::E2eSubscribe(_) => "e2e-subscribe",
             Workload::ManyShards(_) => "many-shards",
             Workload::Queue(_) => "queue",
+            Workload::Analytics(_) => "analytics",
             Workload::Ready(_) => "ready",
         }
     }
@@ -132,6 +136,7 @@ async fn run(cli: &Cli, ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         Workload::E2eSubscribe(args) => e2e::run(ctx, args, e2e::Mode::Subscribe, report).await,
         Workload::ManyShards(args) => many_shards::run(ctx, args, report).await,
         Workload::Queue(args) => queue::run(ctx, args, report).await,
+        Workload::Analytics(args) => analytics::run(ctx, args, report).await,
         Workload::Ready(_) => Ok(()),
     }
 }

@@ -7,6 +7,7 @@
 //! the warm-up) are counted. Each workload module builds its streams, calls `drive` or its
 //! own consumers, and fills a `Report`.
 
+pub mod analytics;
 pub mod e2e;
 pub mod get_drain;
 pub mod many_shards;
