@@ -147,12 +147,12 @@ impl Tree {
         }
     }
 
-    /// The bounding box of a subtree.
-    fn bbox(&self, id: NodeId) -> (Vec<f64>, Vec<f64>) {
+    /// The bounding box of a subtree (borrowed: no allocation on the hot paths).
+    fn bounds(&self, id: NodeId) -> (&[f64], &[f64]) {
         match self.nodes.get(id) {
-            Some(Node::Leaf { point, .. }) => (point.clone(), point.clone()),
-            Some(Node::Branch { min, max, .. }) => (min.clone(), max.clone()),
-            _ => (Vec::new(), Vec::new()),
+            Some(Node::Leaf { point, .. }) => (point, point),
+            Some(Node::Branch { min, max, .. }) => (min, max),
+            _ => (&[], &[]),
         }
     }
 
@@ -197,39 +197,43 @@ impl Tree {
                 self.add_mass_above(leaf, point);
                 return Some(leaf);
             }
-            let (min, max) = self.bbox(id);
-            // A random cut of the box grown to hold the point.
-            let spans: Vec<f64> = (0..point.len())
-                .map(|d| {
-                    let lo = min.get(d).copied().unwrap_or(0.0).min(point[d]);
-                    let hi = max.get(d).copied().unwrap_or(0.0).max(point[d]);
-                    hi - lo
-                })
-                .collect();
-            let total: f64 = spans.iter().sum();
+            // A random cut of the box grown to hold the point: a dimension with probability
+            // proportional to its extent, a value uniform within it.
+            let (min, max) = self.bounds(id);
+            let span = |d: usize| {
+                let v = point.get(d).copied().unwrap_or(0.0);
+                let lo = min.get(d).copied().unwrap_or(0.0).min(v);
+                let hi = max.get(d).copied().unwrap_or(0.0).max(v);
+                (lo, hi - lo)
+            };
+            let total: f64 = (0..point.len()).map(|d| span(d).1).sum();
             if !(total > 0.0 && total.is_finite()) {
                 return None;
             }
             let mut r = rng.uniform() * total;
             let mut dim = 0;
-            for (d, span) in spans.iter().enumerate() {
+            for d in 0..point.len() {
                 dim = d;
-                if r < *span {
+                let extent = span(d).1;
+                if r < extent {
                     break;
                 }
-                r -= span;
+                r -= extent;
             }
-            let lo = min.get(dim).copied().unwrap_or(0.0).min(point[dim]);
-            let cut = lo + r.min(spans[dim]);
+            let (lo, extent) = span(dim);
+            let cut = lo + r.min(extent);
             let box_lo = min.get(dim).copied().unwrap_or(0.0);
             let box_hi = max.get(dim).copied().unwrap_or(0.0);
-            let point_left = point[dim] <= cut;
+            let value = point.get(dim).copied().unwrap_or(0.0);
+            let point_left = value <= cut;
             let separates = if point_left {
                 box_lo > cut
             } else {
                 box_hi <= cut
             };
             if separates {
+                let new_min: Vec<f64> = min.iter().zip(point).map(|(a, b)| a.min(*b)).collect();
+                let new_max: Vec<f64> = max.iter().zip(point).map(|(a, b)| a.max(*b)).collect();
                 let parent = self.parent(id);
                 let leaf = self.alloc(Node::Leaf {
                     point: point.to_vec(),
@@ -237,8 +241,6 @@ impl Tree {
                     parent: None,
                 });
                 let (left, right) = if point_left { (leaf, id) } else { (id, leaf) };
-                let new_min: Vec<f64> = min.iter().zip(point).map(|(a, b)| a.min(*b)).collect();
-                let new_max: Vec<f64> = max.iter().zip(point).map(|(a, b)| a.max(*b)).collect();
                 let branch = self.alloc(Node::Branch {
                     dim,
                     cut,
@@ -368,19 +370,32 @@ impl Tree {
                 _ => break,
             };
             let mass = self.mass(l) + self.mass(r);
-            let (lmin, lmax) = self.bbox(l);
-            let (rmin, rmax) = self.bbox(r);
+            // Take the node's box out to refill it in place from its children's.
+            let (mut min, mut max) = match self.nodes.get_mut(p) {
+                Some(Node::Branch { min, max, .. }) => (std::mem::take(min), std::mem::take(max)),
+                _ => break,
+            };
+            {
+                let (lmin, lmax) = self.bounds(l);
+                let (rmin, rmax) = self.bounds(r);
+                for ((m, a), b) in min.iter_mut().zip(lmin).zip(rmin) {
+                    *m = a.min(*b);
+                }
+                for ((m, a), b) in max.iter_mut().zip(lmax).zip(rmax) {
+                    *m = a.max(*b);
+                }
+            }
             if let Some(Node::Branch {
                 mass: m,
-                min,
-                max,
+                min: node_min,
+                max: node_max,
                 parent,
                 ..
             }) = self.nodes.get_mut(p)
             {
                 *m = mass;
-                *min = lmin.iter().zip(&rmin).map(|(a, b)| a.min(*b)).collect();
-                *max = lmax.iter().zip(&rmax).map(|(a, b)| a.max(*b)).collect();
+                *node_min = min;
+                *node_max = max;
                 at = *parent;
             } else {
                 break;
