@@ -15,18 +15,33 @@
 //!   output ROWTIME is the window end;
 //! * sliding: aggregates `OVER` a window (`PARTITION BY ... RANGE INTERVAL ... PRECEDING` or
 //!   `ROWS n PRECEDING`), one output row per input row over the rows of its partition still
-//!   inside the frame.
+//!   inside the frame;
+//! * stagger: `WINDOWED BY STAGGER (PARTITION BY ... RANGE ...)`, a window per key opened by
+//!   the key's first row and emitted `RANGE` later (ROWTIME: the closing time);
+//! * ordered: `ORDER BY <ROWTIME bucket>, keys`, rows held until the bucket ends, then sorted;
+//! * table functions: `TABLE(RANDOM_CUT_FOREST(CURSOR(...), ...))` and
+//!   `TABLE(TOP_K_ITEMS_TUMBLING(CURSOR(...), 'col', k, seconds))` compile into a hidden pump
+//!   for the cursor's query (into stream `<pump>$cursor`) and one for the function (into
+//!   `<pump>$fn`, the cursor's columns plus the function's), which the pump then reads.
+//!
+//! Any pump may join its stream with a reference table (`JOIN ... ON`): each stream row
+//! becomes the rows (stream values, then table values) the ON condition matches, or one with
+//! NULL table values for a LEFT OUTER JOIN without a match; tables are loaded by the runner
+//! ([`Engine::load_table`], reference.rs) and are not part of the checkpoint.
 //!
 //! ROWTIME is monotonic: a row older than the newest one seen takes the newest ROWTIME, as
 //! KDA assigns ROWTIME on insertion. Rows that fail (coercion, a row for a window already
 //! emitted) go to `error_stream`. All state ([`EngineState`]) is plain data that the runner
 //! checkpoints with the source positions, so a restart resumes inside an open window.
-//! Bounds: `GROUPS_PER_WINDOW_MAX`, `OPEN_WINDOWS_MAX`, `PARTITION_ROWS_MAX`, `PARTITIONS_MAX`.
+//! Bounds: `GROUPS_PER_WINDOW_MAX`, `OPEN_WINDOWS_MAX`, `PARTITION_ROWS_MAX`, `PARTITIONS_MAX`,
+//! `STAGGER_WINDOWS_MAX`, `ORDER_BUFFER_ROWS_MAX`, `TOP_K_DISTINCT_MAX`, `TABLE_ROWS_MAX`,
+//! `JOIN_MATCHES_MAX` (and rcf.rs's). The random cut forests live outside `EngineState`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::rcf;
 use crate::sql::{
     self, BinaryOp, Column, Expr, Literal, Over, SelectItem, SqlType, Statement, WindowFrame,
     WindowSpec,
@@ -44,6 +59,22 @@ pub const PARTITIONS_MAX: usize = 100_000;
 /// Streams and pumps per application.
 pub const STREAMS_MAX: usize = 64;
 pub const PUMPS_MAX: usize = 64;
+/// Open stagger windows (partition keys) per pump; rows of new keys beyond it go to
+/// `error_stream`.
+pub const STAGGER_WINDOWS_MAX: usize = 100_000;
+/// Reference tables per application (AWS allows one reference data source).
+pub const TABLES_MAX: usize = 8;
+/// Rows of one reference table.
+pub const TABLE_ROWS_MAX: usize = 1_000_000;
+/// Table rows one stream row joins with (more matches are dropped, with an error row).
+pub const JOIN_MATCHES_MAX: usize = 10_000;
+/// Rows held per ORDER BY bucket; rows beyond it go to `error_stream`.
+pub const ORDER_BUFFER_ROWS_MAX: usize = 100_000;
+/// TOP_K_ITEMS_TUMBLING's largest K (AWS documents 100000).
+pub const TOP_K_MAX: usize = 100_000;
+/// Distinct values counted per TOP_K_ITEMS_TUMBLING window; rows with further new values
+/// go to `error_stream`.
+pub const TOP_K_DISTINCT_MAX: usize = 1_000_000;
 /// The system stream of rows that failed.
 pub const ERROR_STREAM: &str = "error_stream";
 
@@ -101,6 +132,26 @@ enum CExpr {
     Agg(usize),
 }
 
+/// An in-application table (reference data): a name and its columns.
+#[derive(Debug, Clone)]
+pub struct TableDef {
+    pub name: String,
+    pub columns: Vec<Column>,
+}
+
+/// A compiled reference-table join. Joined rows are the stream row's values followed by
+/// the table row's (NULLs for a LEFT OUTER JOIN without a match).
+#[derive(Debug, Clone)]
+struct CJoin {
+    table: usize,
+    left_outer: bool,
+    on: CExpr,
+    /// Equality conjuncts of ON: (expression on the stream row, table column). Used to look
+    /// matches up in a hash index; ON is still evaluated on every candidate.
+    stream_keys: Vec<CExpr>,
+    table_key_columns: Vec<usize>,
+}
+
 #[derive(Debug, Clone)]
 struct SlidingWindow {
     partition_by: Vec<CExpr>,
@@ -118,6 +169,29 @@ enum PumpKind {
     Sliding {
         windows: Vec<SlidingWindow>,
     },
+    /// `WINDOWED BY STAGGER`: one window per partition key, opened by its first row.
+    Stagger {
+        keys: Vec<CExpr>,
+        range_ms: i64,
+    },
+    /// `ORDER BY <ROWTIME bucket>, keys...`: a plain pump whose projected rows are held
+    /// until their bucket ends, then emitted sorted by `keys` (expression, descending).
+    Ordered {
+        width_ms: i64,
+        keys: Vec<(CExpr, bool)>,
+    },
+    /// `RANDOM_CUT_FOREST`: the row plus ANOMALY_SCORE over its numeric columns `inputs`.
+    Rcf {
+        inputs: Vec<usize>,
+        params: rcf::Params,
+    },
+    /// `TOP_K_ITEMS_TUMBLING`: per tumbling window, the K most frequent values of `column`
+    /// with their counts (exact counts over at most `TOP_K_DISTINCT_MAX` distinct values).
+    TopK {
+        column: usize,
+        k: usize,
+        width_ms: i64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -131,12 +205,14 @@ struct Pump {
     projection: Vec<Option<CExpr>>,
     aggs: Vec<AggSpec>,
     kind: PumpKind,
+    join: Option<CJoin>,
 }
 
 /// A compiled application.
 #[derive(Debug, Clone)]
 pub struct Program {
     pub streams: Vec<StreamDef>,
+    pub tables: Vec<TableDef>,
     pumps: Vec<Pump>,
     /// Pumps reading each stream.
     readers: Vec<Vec<usize>>,
@@ -151,11 +227,34 @@ struct Scope<'a> {
     stream: &'a StreamDef,
     alias: Option<&'a str>,
     windows: &'a [(String, WindowSpec)],
+    /// The joined reference table and its alias; its columns follow the stream's.
+    table: Option<(&'a TableDef, Option<&'a str>)>,
 }
 
 impl Program {
     /// Compiles `code` with the application's source streams (in-app name, columns).
     pub fn compile(code: &str, sources: &[(String, Vec<Column>)]) -> Result<Program, CompileError> {
+        Program::compile_with_tables(code, sources, &[])
+    }
+
+    /// Compiles `code` with the source streams and the reference tables (name, columns).
+    pub fn compile_with_tables(
+        code: &str,
+        sources: &[(String, Vec<Column>)],
+        tables: &[(String, Vec<Column>)],
+    ) -> Result<Program, CompileError> {
+        if tables.len() > TABLES_MAX {
+            return Err(format!(
+                "an application has at most {TABLES_MAX} reference tables"
+            ));
+        }
+        let tables: Vec<TableDef> = tables
+            .iter()
+            .map(|(name, columns)| TableDef {
+                name: name.clone(),
+                columns: columns.clone(),
+            })
+            .collect();
         let statements = sql::parse(code).map_err(|e| format!("SQL error: {e}"))?;
         let mut streams: Vec<StreamDef> = sources
             .iter()
@@ -176,6 +275,11 @@ impl Program {
         for statement in statements {
             match statement {
                 Statement::CreateStream { name, columns } => {
+                    if tables.iter().any(|t| t.name == name) {
+                        return Err(format!(
+                            "\"{name}\" is a reference table and cannot be a stream"
+                        ));
+                    }
                     if let Some(i) = find(&streams, &name) {
                         if streams[i].is_source || name == ERROR_STREAM {
                             return Err(format!(
@@ -211,9 +315,6 @@ impl Program {
                     columns,
                     select,
                 } => {
-                    if pumps.len() >= PUMPS_MAX {
-                        return Err(format!("an application has at most {PUMPS_MAX} pumps"));
-                    }
                     let Some(target_idx) = find(&streams, &target) else {
                         return Err(format!(
                             "pump \"{name}\": target stream \"{target}\" is not defined (create it with CREATE OR REPLACE STREAM before the pump)"
@@ -222,40 +323,76 @@ impl Program {
                     if streams[target_idx].is_source || target == ERROR_STREAM {
                         return Err(format!("pump \"{name}\": cannot insert into \"{target}\""));
                     }
-                    let Some(source_idx) = find(&streams, &select.from) else {
-                        let known: Vec<&str> = streams
-                            .iter()
-                            .filter(|s| s.name != ERROR_STREAM)
-                            .map(|s| s.name.as_str())
-                            .collect();
-                        return Err(format!(
-                            "pump \"{name}\": stream \"{}\" is not defined (known streams: {})",
-                            select.from,
-                            known.join(", ")
-                        ));
-                    };
-                    if select.from == ERROR_STREAM {
-                        return Err(format!(
-                            "pump \"{name}\": error_stream cannot be read by SQL"
-                        ));
-                    }
                     if !select.stream {
                         return Err(format!("pump \"{name}\": a pump must SELECT STREAM"));
                     }
+                    // A table function becomes two hidden pumps (the cursor's query, then the
+                    // function) writing hidden streams; the pump reads the function's stream.
+                    let select = match &select.table_function {
+                        None => select,
+                        Some(tf) => {
+                            let cursor = &tf.cursor;
+                            let at = |m: String| {
+                                format!(
+                                    "pump \"{name}\": {m} (line {}, column {})",
+                                    tf.line, tf.column
+                                )
+                            };
+                            if cursor.table_function.is_some() || !cursor.stream {
+                                return Err(at(
+                                    "a CURSOR must be SELECT STREAM ... FROM a stream".into()
+                                ));
+                            }
+                            let cursor_source =
+                                resolve_source(&streams, &tables, &name, &cursor.from)?;
+                            let cursor_columns =
+                                cursor_columns(cursor, &streams[cursor_source]).map_err(&at)?;
+                            let cursor_name = format!("{name}$cursor");
+                            let cursor_stream =
+                                upsert_stream(&mut streams, &cursor_name, cursor_columns.clone())?;
+                            let cursor_pump = compile_pump(
+                                &cursor_name,
+                                &streams,
+                                &tables,
+                                cursor_source,
+                                cursor_stream,
+                                None,
+                                cursor,
+                            )?;
+                            upsert_pump(&mut pumps, &mut pump_names, &cursor_name, cursor_pump)?;
+                            let (kind, fn_columns) =
+                                compile_table_function(tf, &cursor_columns).map_err(&at)?;
+                            let fn_name = format!("{name}$fn");
+                            let fn_stream = upsert_stream(&mut streams, &fn_name, fn_columns)?;
+                            let fn_pump = Pump {
+                                name: name.clone(),
+                                source: cursor_stream,
+                                target: fn_stream,
+                                filter: None,
+                                having: None,
+                                projection: Vec::new(),
+                                aggs: Vec::new(),
+                                kind,
+                                join: None,
+                            };
+                            upsert_pump(&mut pumps, &mut pump_names, &fn_name, fn_pump)?;
+                            let mut outer = (*select).clone();
+                            outer.from = fn_name;
+                            outer.table_function = None;
+                            Box::new(outer)
+                        }
+                    };
+                    let source_idx = resolve_source(&streams, &tables, &name, &select.from)?;
                     let pump = compile_pump(
                         &name,
                         &streams,
+                        &tables,
                         source_idx,
                         target_idx,
                         columns.as_deref(),
                         &select,
                     )?;
-                    if let Some(i) = pump_names.iter().position(|n| *n == name) {
-                        pumps[i] = pump;
-                    } else {
-                        pump_names.push(name);
-                        pumps.push(pump);
-                    }
+                    upsert_pump(&mut pumps, &mut pump_names, &name, pump)?;
                 }
             }
         }
@@ -288,6 +425,7 @@ impl Program {
         }
         Ok(Program {
             streams,
+            tables,
             pumps,
             readers,
             order,
@@ -302,9 +440,238 @@ impl Program {
     pub fn writable_streams(&self) -> Vec<String> {
         self.streams
             .iter()
-            .filter(|s| !s.is_source)
+            .filter(|s| !s.is_source && !s.name.contains('$'))
             .map(|s| s.name.clone())
             .collect()
+    }
+}
+
+/// Adds a pump, or replaces the one of the same name (CREATE OR REPLACE PUMP).
+fn upsert_pump(
+    pumps: &mut Vec<Pump>,
+    names: &mut Vec<String>,
+    name: &str,
+    pump: Pump,
+) -> Result<(), CompileError> {
+    if let Some(i) = names.iter().position(|n| n == name) {
+        pumps[i] = pump;
+    } else {
+        if pumps.len() >= PUMPS_MAX {
+            return Err(format!(
+                "an application has at most {PUMPS_MAX} pumps (a table function takes two)"
+            ));
+        }
+        names.push(name.to_string());
+        pumps.push(pump);
+    }
+    Ok(())
+}
+
+/// Adds a hidden stream, or replaces the columns of the one of the same name.
+fn upsert_stream(
+    streams: &mut Vec<StreamDef>,
+    name: &str,
+    columns: Vec<Column>,
+) -> Result<usize, CompileError> {
+    if let Some(i) = streams.iter().position(|s| s.name == name) {
+        streams[i].columns = columns;
+        return Ok(i);
+    }
+    if streams.len() >= STREAMS_MAX {
+        return Err(format!(
+            "an application has at most {STREAMS_MAX} streams (a table function takes two)"
+        ));
+    }
+    streams.push(StreamDef {
+        name: name.to_string(),
+        columns,
+        is_source: false,
+    });
+    Ok(streams.len() - 1)
+}
+
+/// The stream a pump (or cursor) reads.
+fn resolve_source(
+    streams: &[StreamDef],
+    tables: &[TableDef],
+    pump: &str,
+    from: &str,
+) -> Result<usize, CompileError> {
+    if tables.iter().any(|t| t.name == from) {
+        return Err(format!(
+            "pump \"{pump}\": \"{from}\" is a reference table; a pump reads a stream and joins the table (FROM stream JOIN table ON ...)"
+        ));
+    }
+    if from == ERROR_STREAM {
+        return Err(format!(
+            "pump \"{pump}\": error_stream cannot be read by SQL"
+        ));
+    }
+    streams.iter().position(|s| s.name == from).ok_or_else(|| {
+        let known: Vec<&str> = streams
+            .iter()
+            .filter(|s| s.name != ERROR_STREAM && !s.name.contains('$'))
+            .map(|s| s.name.as_str())
+            .collect();
+        format!(
+            "pump \"{pump}\": stream \"{from}\" is not defined (known streams: {})",
+            known.join(", ")
+        )
+    })
+}
+
+/// The columns a CURSOR's query produces: `*` gives the stream's columns, a column keeps
+/// its type, `CAST(... AS t)` gives `t`; other expressions are DOUBLE unless they are
+/// plainly text (a string literal or `||`).
+fn cursor_columns(select: &sql::Select, stream: &StreamDef) -> Result<Vec<Column>, String> {
+    let mut out: Vec<Column> = Vec::new();
+    for (i, item) in select.items.iter().enumerate() {
+        match item {
+            SelectItem::Wildcard => out.extend(stream.columns.iter().cloned()),
+            SelectItem::Expr { expr, alias } => {
+                let source_column = match expr {
+                    Expr::Column { name, .. } => stream
+                        .columns
+                        .iter()
+                        .find(|c| c.name == *name || c.name.eq_ignore_ascii_case(name)),
+                    _ => None,
+                };
+                let sql_type = match (expr, source_column) {
+                    (_, Some(c)) => c.sql_type,
+                    (Expr::Cast { sql_type, .. }, _) => *sql_type,
+                    (Expr::Literal(Literal::Str(_)), _)
+                    | (
+                        Expr::Binary {
+                            op: BinaryOp::Concat,
+                            ..
+                        },
+                        _,
+                    ) => SqlType::Varchar(65_535),
+                    (Expr::Column { name, .. }, None) if name == "ROWTIME" => SqlType::Timestamp,
+                    _ => SqlType::Double,
+                };
+                let name = alias
+                    .clone()
+                    .or_else(|| source_column.map(|c| c.name.clone()))
+                    .unwrap_or_else(|| format!("EXPR${i}"));
+                out.push(Column { name, sql_type });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A literal argument of a table function as a number.
+fn literal_number(e: &Expr) -> Option<f64> {
+    match e {
+        Expr::Literal(Literal::Int(i)) => Some(*i as f64),
+        Expr::Literal(Literal::Float(f)) => Some(*f),
+        Expr::Unary { negate: true, expr } => literal_number(expr).map(|f| -f),
+        _ => None,
+    }
+}
+
+/// The function pump's kind and its output columns (the cursor's, then the function's).
+fn compile_table_function(
+    tf: &sql::TableFunction,
+    cursor: &[Column],
+) -> Result<(PumpKind, Vec<Column>), String> {
+    let number = |i: usize, what: &str, default: f64| -> Result<f64, String> {
+        match tf.args.get(i) {
+            None => Ok(default),
+            Some(e) => {
+                literal_number(e).ok_or_else(|| format!("{}: {what} must be a number", tf.name))
+            }
+        }
+    };
+    match tf.name.as_str() {
+        "RANDOM_CUT_FOREST" => {
+            if tf.args.len() > 4 {
+                return Err("RANDOM_CUT_FOREST takes a cursor and at most 4 numbers (numberOfTrees, subSampleSize, timeDecay, shingleSize)".into());
+            }
+            let params = rcf::Params {
+                n_trees: number(0, "numberOfTrees", rcf::N_TREES_DEFAULT as f64)? as usize,
+                sample_size: number(1, "subSampleSize", rcf::SAMPLE_SIZE_DEFAULT as f64)? as usize,
+                time_decay: number(2, "timeDecay", rcf::TIME_DECAY_DEFAULT)?,
+                shingle_size: number(3, "shingleSize", rcf::SHINGLE_SIZE_DEFAULT as f64)? as usize,
+            };
+            params
+                .validate()
+                .map_err(|e| format!("RANDOM_CUT_FOREST: {e}"))?;
+            let inputs: Vec<usize> = cursor
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| matches!(c.sql_type, SqlType::Integer | SqlType::Double))
+                .map(|(i, _)| i)
+                .collect();
+            if inputs.is_empty() {
+                return Err(
+                    "RANDOM_CUT_FOREST needs at least one numeric column in its cursor".into(),
+                );
+            }
+            if inputs.len() * params.shingle_size > rcf::DIMENSIONS_MAX {
+                return Err(format!(
+                    "RANDOM_CUT_FOREST: numeric columns times shingleSize is above {}",
+                    rcf::DIMENSIONS_MAX
+                ));
+            }
+            let mut columns = cursor.to_vec();
+            columns.push(Column {
+                name: "ANOMALY_SCORE".into(),
+                sql_type: SqlType::Double,
+            });
+            Ok((PumpKind::Rcf { inputs, params }, columns))
+        }
+        "TOP_K_ITEMS_TUMBLING" => {
+            let Some(Expr::Literal(Literal::Str(column_name))) = tf.args.first() else {
+                return Err(
+                    "TOP_K_ITEMS_TUMBLING takes a cursor, 'columnName', K and windowSize".into(),
+                );
+            };
+            if tf.args.len() != 3 {
+                return Err(
+                    "TOP_K_ITEMS_TUMBLING takes a cursor, 'columnName', K and windowSize".into(),
+                );
+            }
+            let Some(column) = cursor
+                .iter()
+                .position(|c| c.name == *column_name || c.name.eq_ignore_ascii_case(column_name))
+            else {
+                return Err(format!(
+                    "TOP_K_ITEMS_TUMBLING: the cursor has no column '{column_name}'"
+                ));
+            };
+            let k = number(1, "K", 0.0)?;
+            if !(1.0..=TOP_K_MAX as f64).contains(&k) || k.fract() != 0.0 {
+                return Err(format!(
+                    "TOP_K_ITEMS_TUMBLING: K must be from 1 to {TOP_K_MAX}"
+                ));
+            }
+            let window_s = number(2, "windowSize", 0.0)?;
+            if !(1.0..=3600.0).contains(&window_s) || window_s.fract() != 0.0 {
+                return Err(
+                    "TOP_K_ITEMS_TUMBLING: windowSize must be from 1 to 3600 seconds".into(),
+                );
+            }
+            let columns = vec![
+                cursor[column].clone(),
+                Column {
+                    name: "MOST_FREQUENT_VALUES".into(),
+                    sql_type: SqlType::Integer,
+                },
+            ];
+            Ok((
+                PumpKind::TopK {
+                    column,
+                    k: k as usize,
+                    width_ms: window_s as i64 * 1_000,
+                },
+                columns,
+            ))
+        }
+        other => Err(format!(
+            "table function {other} is not supported (RANDOM_CUT_FOREST, TOP_K_ITEMS_TUMBLING are)"
+        )),
     }
 }
 
@@ -324,22 +691,42 @@ fn error_columns() -> Vec<Column> {
     ]
 }
 
+#[allow(clippy::too_many_arguments)]
 fn compile_pump(
     name: &str,
     streams: &[StreamDef],
+    tables: &[TableDef],
     source: usize,
     target: usize,
     target_columns: Option<&[String]>,
     select: &sql::Select,
 ) -> Result<Pump, CompileError> {
+    let ctx = |m: String| format!("pump \"{name}\": {m}");
+    let table_idx = match &select.join {
+        None => None,
+        Some(join) => Some(
+            tables
+                .iter()
+                .position(|t| t.name == join.table)
+                .ok_or_else(|| {
+                    ctx(format!(
+                        "\"{}\" is not a reference table of the application (add it with AddApplicationReferenceDataSource)",
+                        join.table
+                    ))
+                })?,
+        ),
+    };
     let scope = Scope {
         stream: &streams[source],
         alias: select.from_alias.as_deref(),
         windows: &select.windows,
+        table: match (&select.join, table_idx) {
+            (Some(join), Some(t)) => Some((&tables[t], join.alias.as_deref())),
+            _ => None,
+        },
     };
     let mut aggs = Vec::new();
     let mut sliding = Vec::new();
-    let ctx = |m: String| format!("pump \"{name}\": {m}");
     // The select list, with `*` expanded.
     let mut items: Vec<(Expr, Option<String>)> = Vec::new();
     for item in &select.items {
@@ -348,11 +735,22 @@ fn compile_pump(
                 for c in &scope.stream.columns {
                     items.push((
                         Expr::Column {
-                            qualifier: None,
+                            qualifier: Some(scope.stream.name.clone()),
                             name: c.name.clone(),
                         },
                         Some(c.name.clone()),
                     ));
+                }
+                if let Some((table, _)) = scope.table {
+                    for c in &table.columns {
+                        items.push((
+                            Expr::Column {
+                                qualifier: Some(table.name.clone()),
+                                name: c.name.clone(),
+                            },
+                            Some(c.name.clone()),
+                        ));
+                    }
                 }
             }
             SelectItem::Expr { expr, alias } => items.push((expr.clone(), alias.clone())),
@@ -420,7 +818,89 @@ fn compile_pump(
         )?),
         None => None,
     };
-    let kind = if !select.group_by.is_empty() {
+    let join = match (&select.join, table_idx) {
+        (Some(join), Some(table)) => {
+            if contains_agg(&join.on) {
+                return Err(ctx("aggregate functions are not allowed in ON".into()));
+            }
+            let on = compile_expr(&join.on, &scope, None, &ctx)?;
+            let n_stream = scope.stream.columns.len();
+            let mut stream_keys = Vec::new();
+            let mut table_key_columns = Vec::new();
+            let mut conjuncts = Vec::new();
+            flatten_and(&on, &mut conjuncts);
+            for c in conjuncts {
+                let CExpr::Bin(BinaryOp::Eq, l, r) = c else {
+                    continue;
+                };
+                for (a, b) in [(l, r), (r, l)] {
+                    if let CExpr::Col(j) = **b
+                        && j >= n_stream
+                        && !refers_beyond(a, n_stream)
+                    {
+                        stream_keys.push((**a).clone());
+                        table_key_columns.push(j - n_stream);
+                        break;
+                    }
+                }
+            }
+            Some(CJoin {
+                table,
+                left_outer: join.left_outer,
+                on,
+                stream_keys,
+                table_key_columns,
+            })
+        }
+        _ => None,
+    };
+    let kind = if !select.order_by.is_empty() {
+        if !sliding.is_empty()
+            || !select.group_by.is_empty()
+            || select.stagger.is_some()
+            || !aggs.is_empty()
+        {
+            return Err(ctx(
+                "ORDER BY is supported on pumps without aggregates, GROUP BY or windows".into(),
+            ));
+        }
+        let mut width_ms = None;
+        let mut keys = Vec::new();
+        for (i, (e, descending)) in select.order_by.iter().enumerate() {
+            let on_rowtime =
+                e.any(&|e| matches!(e, Expr::Column { name, .. } if name == "ROWTIME"));
+            if i == 0 {
+                match e {
+                    Expr::Step { width_ms: w, .. } if on_rowtime => width_ms = Some(*w),
+                    Expr::FloorTo {
+                        unit, ceil: false, ..
+                    } if on_rowtime => width_ms = Some(unit.millis()),
+                    _ => {}
+                }
+                continue;
+            }
+            keys.push((compile_expr(e, &scope, None, &ctx)?, *descending));
+        }
+        let Some(width_ms) = width_ms else {
+            return Err(ctx("a streaming ORDER BY must start with a ROWTIME bucket such as FLOOR(\"S\".ROWTIME TO SECOND)".into()));
+        };
+        PumpKind::Ordered { width_ms, keys }
+    } else if let Some(stagger) = &select.stagger {
+        if !sliding.is_empty() || !select.group_by.is_empty() {
+            return Err(ctx(
+                "WINDOWED BY STAGGER cannot be combined with GROUP BY or OVER".into(),
+            ));
+        }
+        let mut keys = Vec::new();
+        for e in &stagger.partition_by {
+            keys.push(compile_expr(e, &scope, None, &ctx)?);
+        }
+        check_grouped_items(&items, &stagger.partition_by, &ctx)?;
+        PumpKind::Stagger {
+            keys,
+            range_ms: stagger.range_ms,
+        }
+    } else if !select.group_by.is_empty() {
         if !sliding.is_empty() {
             return Err(ctx("OVER windows cannot be combined with GROUP BY".into()));
         }
@@ -441,26 +921,7 @@ fn compile_pump(
         let Some(width_ms) = width_ms else {
             return Err(ctx("a streaming GROUP BY must include a ROWTIME bucket such as STEP(\"SOURCE_SQL_STREAM_001\".ROWTIME BY INTERVAL '60' SECOND) or FLOOR(\"SOURCE_SQL_STREAM_001\".ROWTIME TO MINUTE)".into()));
         };
-        // Non-aggregated select items must be group keys (compared as written).
-        for (expr, _) in &items {
-            if !contains_agg(expr) && !is_constant(expr) && !select.group_by.contains(expr) {
-                let ok = match expr {
-                    Expr::Column { name, .. } => select
-                        .group_by
-                        .iter()
-                        .any(|g| matches!(g, Expr::Column { name: n, .. } if n == name)),
-                    _ => false,
-                };
-                if !ok
-                    && !expr.any(&|e| matches!(e, Expr::Column { name, .. } if name == "ROWTIME"))
-                {
-                    return Err(ctx(format!(
-                        "expression {} is neither aggregated nor in GROUP BY",
-                        describe_expr(expr)
-                    )));
-                }
-            }
-        }
+        check_grouped_items(&items, &select.group_by, &ctx)?;
         PumpKind::Tumbling { keys, width_ms }
     } else if !sliding.is_empty() {
         if aggs.iter().any(|a| a.window.is_none()) {
@@ -484,7 +945,71 @@ fn compile_pump(
         projection,
         aggs,
         kind,
+        join,
     })
+}
+
+/// Non-aggregated select items must be group (or stagger partition) keys, compared as
+/// written.
+fn check_grouped_items(
+    items: &[(Expr, Option<String>)],
+    keys: &[Expr],
+    ctx: &dyn Fn(String) -> CompileError,
+) -> Result<(), CompileError> {
+    for (expr, _) in items {
+        if !contains_agg(expr) && !is_constant(expr) && !keys.contains(expr) {
+            let ok = match expr {
+                Expr::Column { name, .. } => keys
+                    .iter()
+                    .any(|g| matches!(g, Expr::Column { name: n, .. } if n == name)),
+                _ => false,
+            };
+            if !ok && !expr.any(&|e| matches!(e, Expr::Column { name, .. } if name == "ROWTIME")) {
+                return Err(ctx(format!(
+                    "expression {} is neither aggregated nor a grouping key",
+                    describe_expr(expr)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn flatten_and<'a>(e: &'a CExpr, out: &mut Vec<&'a CExpr>) {
+    match e {
+        CExpr::Bin(BinaryOp::And, l, r) => {
+            flatten_and(l, out);
+            flatten_and(r, out);
+        }
+        other => out.push(other),
+    }
+}
+
+/// Whether `e` reads a column at index `n` or beyond (a joined table's column).
+fn refers_beyond(e: &CExpr, n: usize) -> bool {
+    match e {
+        CExpr::Col(i) => *i >= n,
+        CExpr::Lit(_) | CExpr::RowTime | CExpr::Agg(_) => false,
+        CExpr::Neg(x)
+        | CExpr::Not(x)
+        | CExpr::IsNull(x, _)
+        | CExpr::Cast(x, _)
+        | CExpr::Step(x, _)
+        | CExpr::FloorTo(x, _, _) => refers_beyond(x, n),
+        CExpr::Bin(_, a, b) | CExpr::Like(a, b, _) => refers_beyond(a, n) || refers_beyond(b, n),
+        CExpr::Between(a, b, c, _) => {
+            refers_beyond(a, n) || refers_beyond(b, n) || refers_beyond(c, n)
+        }
+        CExpr::In(x, list, _) => refers_beyond(x, n) || list.iter().any(|e| refers_beyond(e, n)),
+        CExpr::Case(o, branches, other) => {
+            o.as_ref().is_some_and(|e| refers_beyond(e, n))
+                || branches
+                    .iter()
+                    .any(|(a, b)| refers_beyond(a, n) || refers_beyond(b, n))
+                || other.as_ref().is_some_and(|e| refers_beyond(e, n))
+        }
+        CExpr::Call(_, args) => args.iter().any(|e| refers_beyond(e, n)),
+    }
 }
 
 fn is_constant(e: &Expr) -> bool {
@@ -570,22 +1095,47 @@ fn compile_expr(
             Literal::Timestamp(ms) => Value::Timestamp(*ms),
         }),
         Expr::Column { qualifier, name } => {
+            let find = |columns: &[Column]| {
+                columns.iter().position(|c| c.name == *name).or_else(|| {
+                    columns
+                        .iter()
+                        .position(|c| c.name.eq_ignore_ascii_case(name))
+                })
+            };
+            let n_stream = scope.stream.columns.len();
+            let on_stream = |q: &str| q == scope.stream.name || Some(q) == scope.alias;
+            if let Some((table, alias)) = scope.table {
+                let on_table = |q: &str| q == table.name || Some(q) == alias;
+                let table_column = |name: &str| match find(&table.columns) {
+                    Some(j) => Ok(CExpr::Col(n_stream + j)),
+                    None => Err(ctx(format!(
+                        "column \"{name}\" not found in table \"{}\"",
+                        table.name
+                    ))),
+                };
+                match qualifier.as_deref() {
+                    Some(q) if on_table(q) && !on_stream(q) => return table_column(name),
+                    None if name != "ROWTIME"
+                        && find(&scope.stream.columns).is_none()
+                        && find(&table.columns).is_some() =>
+                    {
+                        return table_column(name);
+                    }
+                    _ => {}
+                }
+            }
             if let Some(q) = qualifier
-                && *q != scope.stream.name
-                && Some(q.as_str()) != scope.alias
+                && !on_stream(q)
             {
-                return Err(ctx(format!("\"{q}\" is not the stream or alias in FROM")));
+                return Err(ctx(format!(
+                    "\"{q}\" is not the stream, table or alias in FROM"
+                )));
             }
             if name == "ROWTIME" {
                 return Ok(CExpr::RowTime);
             }
             let columns = &scope.stream.columns;
-            let idx = columns.iter().position(|c| c.name == *name).or_else(|| {
-                columns
-                    .iter()
-                    .position(|c| c.name.eq_ignore_ascii_case(name))
-            });
-            match idx {
+            match find(columns) {
                 Some(i) => CExpr::Col(i),
                 None => {
                     let known: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
@@ -846,6 +1396,38 @@ enum PumpState {
     Sliding {
         partitions: Vec<HashMap<String, VecDeque<Row>>>,
     },
+    /// Open stagger windows in opening order, which is closing order (one range for all).
+    Stagger {
+        windows: VecDeque<StaggerWindow>,
+        /// The sequence number of `windows[0]`.
+        first_seq: u64,
+        /// Partition key to the sequence number of its open window.
+        #[serde(skip)]
+        open: HashMap<String, u64>,
+    },
+    /// The open ORDER BY bucket (start) and its rows with their sort keys.
+    Ordered {
+        bucket: Option<i64>,
+        rows: Vec<(Vec<Value>, Row)>,
+    },
+    /// The open TOP_K_ITEMS_TUMBLING window (start) and its counts by value key.
+    TopK {
+        window_start: Option<i64>,
+        counts: BTreeMap<String, ValueCount>,
+    },
+}
+
+/// Counts of one value in the open TOP_K_ITEMS_TUMBLING window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ValueCount {
+    value: Value,
+    count: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct StaggerWindow {
+    close_ms: i64,
+    group: Group,
 }
 
 /// Everything an engine remembers between rows.
@@ -868,6 +1450,17 @@ pub struct Emitted {
 pub struct Engine {
     pub program: Program,
     state: EngineState,
+    /// Reference tables' rows (loaded at start, not checkpointed).
+    tables: Vec<Table>,
+    /// Per pump with a join: table key to the matching table rows.
+    join_indexes: Vec<HashMap<String, Vec<usize>>>,
+    /// Per RANDOM_CUT_FOREST pump: its model (not checkpointed).
+    forests: Vec<Option<rcf::Forest>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Table {
+    rows: Vec<Vec<Value>>,
 }
 
 impl Engine {
@@ -876,17 +1469,48 @@ impl Engine {
             .pumps
             .iter()
             .map(|p| match &p.kind {
-                PumpKind::Plain => PumpState::Plain,
+                // The forest is not checkpointed (it starts fresh, as on AWS).
+                PumpKind::Plain | PumpKind::Rcf { .. } => PumpState::Plain,
+                PumpKind::Ordered { .. } => PumpState::Ordered {
+                    bucket: None,
+                    rows: Vec::new(),
+                },
+                PumpKind::TopK { .. } => PumpState::TopK {
+                    window_start: None,
+                    counts: BTreeMap::new(),
+                },
                 PumpKind::Tumbling { .. } => PumpState::Tumbling {
                     windows: BTreeMap::new(),
                 },
                 PumpKind::Sliding { windows } => PumpState::Sliding {
                     partitions: vec![HashMap::new(); windows.len()],
                 },
+                PumpKind::Stagger { .. } => PumpState::Stagger {
+                    windows: VecDeque::new(),
+                    first_seq: 0,
+                    open: HashMap::new(),
+                },
             })
             .collect();
+        let tables = program.tables.iter().map(|_| Table::default()).collect();
+        let forests = program
+            .pumps
+            .iter()
+            .enumerate()
+            .map(|(i, p)| match &p.kind {
+                // A fixed seed per pump: the same rows give the same scores.
+                PumpKind::Rcf { params, .. } => {
+                    Some(rcf::Forest::new(*params, 0x5EED_0000 + i as u64))
+                }
+                _ => None,
+            })
+            .collect();
+        let join_indexes = vec![HashMap::new(); program.pumps.len()];
         Engine {
             program,
+            tables,
+            join_indexes,
+            forests,
             state: EngineState {
                 last_rowtime: i64::MIN,
                 watermark: i64::MIN,
@@ -907,6 +1531,18 @@ impl Engine {
         if fits {
             self.state = state;
             for pump in &mut self.state.pumps {
+                if let PumpState::Stagger {
+                    windows,
+                    first_seq,
+                    open,
+                } = pump
+                {
+                    *open = windows
+                        .iter()
+                        .zip(*first_seq..)
+                        .map(|(w, seq)| (w.group.key.clone(), seq))
+                        .collect();
+                }
                 if let PumpState::Tumbling { windows } = pump {
                     for window in windows.values_mut() {
                         window.index = window
@@ -924,6 +1560,112 @@ impl Engine {
 
     pub fn state(&self) -> &EngineState {
         &self.state
+    }
+
+    /// Loads the rows of reference table `name` (replacing earlier rows); rows beyond
+    /// `TABLE_ROWS_MAX` are refused. Rows must have the table's columns, in order.
+    pub fn load_table(&mut self, name: &str, rows: Vec<Vec<Value>>) -> Result<(), String> {
+        let Some(t) = self.program.tables.iter().position(|t| t.name == name) else {
+            return Err(format!("no reference table {name}"));
+        };
+        if rows.len() > TABLE_ROWS_MAX {
+            return Err(format!(
+                "reference table {name} has {} rows, more than {TABLE_ROWS_MAX}",
+                rows.len()
+            ));
+        }
+        for (idx, pump) in self.program.pumps.iter().enumerate() {
+            let Some(join) = pump.join.as_ref().filter(|j| j.table == t) else {
+                continue;
+            };
+            let mut index: HashMap<String, Vec<usize>> = HashMap::new();
+            if !join.table_key_columns.is_empty() {
+                for (ri, row) in rows.iter().enumerate() {
+                    let key = join_key(
+                        join.table_key_columns
+                            .iter()
+                            .map(|&c| row.get(c).cloned().unwrap_or(Value::Null)),
+                    );
+                    if let Some(key) = key {
+                        index.entry(key).or_default().push(ri);
+                    }
+                }
+            }
+            if let Some(slot) = self.join_indexes.get_mut(idx) {
+                *slot = index;
+            }
+        }
+        if let Some(table) = self.tables.get_mut(t) {
+            table.rows = rows;
+        }
+        Ok(())
+    }
+
+    /// The rows a stream row makes through a pump's join (the row itself without a join).
+    fn joined(&self, idx: usize, row: &Row) -> (Vec<Row>, Vec<Row>) {
+        let pump = &self.program.pumps[idx];
+        let Some(join) = &pump.join else {
+            return (vec![row.clone()], Vec::new());
+        };
+        let Some(table) = self.tables.get(join.table) else {
+            return (Vec::new(), Vec::new());
+        };
+        let width = self.program.tables[join.table].columns.len();
+        let no_aggs: [Value; 0] = [];
+        let env = Env {
+            row,
+            aggs: &no_aggs,
+        };
+        let candidates: Box<dyn Iterator<Item = usize> + '_> = if join.stream_keys.is_empty() {
+            Box::new(0..table.rows.len())
+        } else {
+            let key = join_key(join.stream_keys.iter().map(|k| eval(k, &env)));
+            match key.and_then(|k| self.join_indexes.get(idx).and_then(|i| i.get(&k))) {
+                Some(rows) => Box::new(rows.iter().copied()),
+                None => Box::new(std::iter::empty()),
+            }
+        };
+        let mut out = Vec::new();
+        let mut errors = Vec::new();
+        for ri in candidates {
+            let Some(trow) = table.rows.get(ri) else {
+                continue;
+            };
+            let mut values = row.values.clone();
+            values.extend(trow.iter().cloned());
+            let joined = Row {
+                rowtime: row.rowtime,
+                values,
+            };
+            let env = Env {
+                row: &joined,
+                aggs: &no_aggs,
+            };
+            if eval(&join.on, &env).truthy() {
+                if out.len() >= JOIN_MATCHES_MAX {
+                    errors.push(error_row(
+                        row.rowtime,
+                        "Error",
+                        "LIMIT_EXCEEDED",
+                        &format!("a row matches more than {JOIN_MATCHES_MAX} reference rows; the rest are dropped"),
+                        row.rowtime,
+                        &[],
+                        &pump.name,
+                    ));
+                    break;
+                }
+                out.push(joined);
+            }
+        }
+        if out.is_empty() && join.left_outer {
+            let mut values = row.values.clone();
+            values.extend(std::iter::repeat_n(Value::Null, width));
+            out.push(Row {
+                rowtime: row.rowtime,
+                values,
+            });
+        }
+        (out, errors)
     }
 
     /// Takes one row into a source stream. `arrival_ms` becomes its ROWTIME (made monotonic).
@@ -972,6 +1714,16 @@ impl Engine {
         }
         self.state.watermark = now_ms;
         for idx in self.program.order.clone() {
+            let (mut rows, mut errors) = self.close_stagger(idx, now_ms);
+            let (top_rows, top_errors) = self.close_top_k(idx, now_ms);
+            rows.extend(top_rows);
+            errors.extend(top_errors);
+            rows.extend(self.close_ordered(idx, now_ms));
+            self.push_errors(errors, out);
+            let target = self.program.pumps[idx].target;
+            for row in rows {
+                self.insert(target, row, out);
+            }
             let closed = {
                 let PumpState::Tumbling { windows } = &mut self.state.pumps[idx] else {
                     continue;
@@ -996,37 +1748,51 @@ impl Engine {
         }
     }
 
+    /// Closes the stagger windows of pump `idx` that close by `now_ms`: their output rows.
+    fn close_stagger(&mut self, idx: usize, now_ms: i64) -> (Vec<Row>, Vec<Row>) {
+        let PumpState::Stagger {
+            windows,
+            first_seq,
+            open,
+        } = &mut self.state.pumps[idx]
+        else {
+            return (Vec::new(), Vec::new());
+        };
+        let pump = &self.program.pumps[idx];
+        let target = &self.program.streams[pump.target];
+        let (mut rows, mut errors) = (Vec::new(), Vec::new());
+        while windows.front().is_some_and(|w| w.close_ms <= now_ms) {
+            let Some(window) = windows.pop_front() else {
+                break;
+            };
+            if open.get(&window.group.key) == Some(first_seq) {
+                open.remove(&window.group.key);
+            }
+            *first_seq += 1;
+            group_rows(
+                pump,
+                target,
+                window.close_ms,
+                vec![window.group],
+                &mut rows,
+                &mut errors,
+            );
+        }
+        (rows, errors)
+    }
+
     fn emit_window(&mut self, idx: usize, end: i64, window: Window, out: &mut Vec<Emitted>) {
         let pump = &self.program.pumps[idx];
         let mut rows = Vec::new();
         let mut errors = Vec::new();
-        for group in window.groups {
-            let results: Vec<Value> = group.accs.iter().map(Acc::result).collect();
-            let env = Env {
-                row: &group.first,
-                aggs: &results,
-            };
-            if let Some(h) = &pump.having
-                && !eval(h, &env).truthy()
-            {
-                continue;
-            }
-            match project(pump, &self.program.streams[pump.target], &env) {
-                Ok(values) => rows.push(Row {
-                    rowtime: end,
-                    values,
-                }),
-                Err(message) => errors.push(error_row(
-                    end,
-                    "Error",
-                    "COERCION_ERROR",
-                    &message,
-                    group.first.rowtime,
-                    &[],
-                    &pump.name,
-                )),
-            }
-        }
+        group_rows(
+            pump,
+            &self.program.streams[pump.target],
+            end,
+            window.groups,
+            &mut rows,
+            &mut errors,
+        );
         let target = pump.target;
         self.push_errors(errors, out);
         for row in rows {
@@ -1056,8 +1822,30 @@ impl Engine {
         }
     }
 
-    /// One row through one pump: the rows it produces now and the rows that failed.
+    /// One row through one pump (through its join first, if it has one): the rows it
+    /// produces now and the rows that failed.
     fn process(&mut self, idx: usize, row: &Row) -> (Vec<Row>, Vec<Row>) {
+        if self.program.pumps[idx].join.is_none() {
+            return self.process_one(idx, row);
+        }
+        let (joined, mut errors) = self.joined(idx, row);
+        let mut produced = Vec::new();
+        for r in &joined {
+            let (p, e) = self.process_one(idx, r);
+            produced.extend(p);
+            errors.extend(e);
+        }
+        (produced, errors)
+    }
+
+    fn process_one(&mut self, idx: usize, row: &Row) -> (Vec<Row>, Vec<Row>) {
+        match self.program.pumps[idx].kind {
+            PumpKind::Stagger { .. } => return self.process_stagger(idx, row),
+            PumpKind::Rcf { .. } => return self.process_rcf(idx, row),
+            PumpKind::TopK { .. } => return self.process_top_k(idx, row),
+            PumpKind::Ordered { .. } => return self.process_ordered(idx, row),
+            _ => {}
+        }
         let pump = &self.program.pumps[idx];
         let no_aggs: [Value; 0] = [];
         let env = Env {
@@ -1213,6 +2001,347 @@ impl Engine {
             }
             _ => (Vec::new(), Vec::new()),
         }
+    }
+}
+
+/// The output rows of closed window groups (HAVING applied), and the rows that failed.
+fn group_rows(
+    pump: &Pump,
+    target: &StreamDef,
+    end: i64,
+    groups: Vec<Group>,
+    rows: &mut Vec<Row>,
+    errors: &mut Vec<Row>,
+) {
+    for group in groups {
+        let results: Vec<Value> = group.accs.iter().map(Acc::result).collect();
+        let env = Env {
+            row: &group.first,
+            aggs: &results,
+        };
+        if let Some(h) = &pump.having
+            && !eval(h, &env).truthy()
+        {
+            continue;
+        }
+        match project(pump, target, &env) {
+            Ok(values) => rows.push(Row {
+                rowtime: end,
+                values,
+            }),
+            Err(message) => errors.push(error_row(
+                end,
+                "Error",
+                "COERCION_ERROR",
+                &message,
+                group.first.rowtime,
+                &[],
+                &pump.name,
+            )),
+        }
+    }
+}
+
+/// A hash key of join values; `None` when one is NULL (NULL never equals anything).
+fn join_key(values: impl Iterator<Item = Value>) -> Option<String> {
+    let mut key = String::new();
+    for v in values {
+        if v.is_null() {
+            return None;
+        }
+        // Numbers compare by value across INTEGER and DOUBLE.
+        match v.as_f64() {
+            Some(f) if !matches!(v, Value::Str(_)) => key.push_str(&f.to_string()),
+            _ => key.push_str(&v.key()),
+        }
+        key.push('\u{1}');
+    }
+    Some(key)
+}
+
+impl Engine {
+    /// ORDER BY: the row, projected, joins its ROWTIME bucket's buffer; a row of a later
+    /// bucket first emits the buffered one.
+    fn process_ordered(&mut self, idx: usize, row: &Row) -> (Vec<Row>, Vec<Row>) {
+        let no_aggs: [Value; 0] = [];
+        let env = Env {
+            row,
+            aggs: &no_aggs,
+        };
+        let pump = &self.program.pumps[idx];
+        if let Some(f) = &pump.filter
+            && !eval(f, &env).truthy()
+        {
+            return (Vec::new(), Vec::new());
+        }
+        let PumpKind::Ordered { width_ms, .. } = pump.kind else {
+            return (Vec::new(), Vec::new());
+        };
+        let start = row.rowtime.div_euclid(width_ms).saturating_mul(width_ms);
+        let needs_flush = matches!(
+            &self.state.pumps[idx],
+            PumpState::Ordered { bucket: Some(b), .. } if *b != start
+        );
+        let flushed = if needs_flush {
+            self.close_ordered(idx, i64::MAX)
+        } else {
+            Vec::new()
+        };
+        let pump = &self.program.pumps[idx];
+        let PumpKind::Ordered { keys, .. } = &pump.kind else {
+            return (flushed, Vec::new());
+        };
+        let fail = |message: &str, name: &str| {
+            error_row(
+                row.rowtime,
+                "Error",
+                name,
+                message,
+                row.rowtime,
+                &[],
+                &pump.name,
+            )
+        };
+        let values = match project(pump, &self.program.streams[pump.target], &env) {
+            Ok(values) => values,
+            Err(m) => return (flushed, vec![fail(&m, "COERCION_ERROR")]),
+        };
+        let sort_keys: Vec<Value> = keys.iter().map(|(k, _)| eval(k, &env)).collect();
+        let PumpState::Ordered { bucket, rows } = &mut self.state.pumps[idx] else {
+            return (flushed, Vec::new());
+        };
+        if rows.len() >= ORDER_BUFFER_ROWS_MAX {
+            return (
+                flushed,
+                vec![fail(
+                    "too many rows in one ORDER BY bucket",
+                    "LIMIT_EXCEEDED",
+                )],
+            );
+        }
+        *bucket = Some(start);
+        rows.push((
+            sort_keys,
+            Row {
+                rowtime: row.rowtime,
+                values,
+            },
+        ));
+        (flushed, Vec::new())
+    }
+
+    /// Emits the ORDER BY buffer if its bucket ends by `now_ms`, sorted (stable, so ties
+    /// keep arrival order); every row takes the bucket's newest ROWTIME, which keeps the
+    /// output's ROWTIME monotonic.
+    fn close_ordered(&mut self, idx: usize, now_ms: i64) -> Vec<Row> {
+        let PumpKind::Ordered { width_ms, keys } = &self.program.pumps[idx].kind else {
+            return Vec::new();
+        };
+        let PumpState::Ordered { bucket, rows } = &mut self.state.pumps[idx] else {
+            return Vec::new();
+        };
+        let Some(start) = *bucket else {
+            return Vec::new();
+        };
+        if start.saturating_add(*width_ms) > now_ms && now_ms != i64::MAX {
+            return Vec::new();
+        }
+        *bucket = None;
+        let mut taken = std::mem::take(rows);
+        taken.sort_by(|(a, _), (b, _)| {
+            for ((x, y), (_, descending)) in a.iter().zip(b).zip(keys) {
+                let o = x.compare(y).unwrap_or(std::cmp::Ordering::Equal);
+                let o = if *descending { o.reverse() } else { o };
+                if o != std::cmp::Ordering::Equal {
+                    return o;
+                }
+            }
+            std::cmp::Ordering::Equal
+        });
+        let newest = taken.iter().map(|(_, r)| r.rowtime).max().unwrap_or(start);
+        taken
+            .into_iter()
+            .map(|(_, mut r)| {
+                r.rowtime = newest;
+                r
+            })
+            .collect()
+    }
+
+    /// RANDOM_CUT_FOREST: the row with its anomaly score, then the model learns the row.
+    fn process_rcf(&mut self, idx: usize, row: &Row) -> (Vec<Row>, Vec<Row>) {
+        let PumpKind::Rcf { inputs, .. } = &self.program.pumps[idx].kind else {
+            return (Vec::new(), Vec::new());
+        };
+        // NULL counts as 0 (a point needs every dimension).
+        let point: Vec<f64> = inputs
+            .iter()
+            .map(|&i| row.values.get(i).and_then(Value::as_f64).unwrap_or(0.0))
+            .collect();
+        let score = match self.forests.get_mut(idx).and_then(Option::as_mut) {
+            Some(forest) => forest.score_and_update(&point),
+            None => 0.0,
+        };
+        let mut values = row.values.clone();
+        values.push(Value::Float(score));
+        (
+            vec![Row {
+                rowtime: row.rowtime,
+                values,
+            }],
+            Vec::new(),
+        )
+    }
+
+    /// TOP_K_ITEMS_TUMBLING: counts the row's value in its window; a row of a later window
+    /// first closes the open one.
+    fn process_top_k(&mut self, idx: usize, row: &Row) -> (Vec<Row>, Vec<Row>) {
+        let (rows, mut errors) = self.close_top_k(idx, row.rowtime);
+        let pump = &self.program.pumps[idx];
+        let PumpKind::TopK {
+            column, width_ms, ..
+        } = &pump.kind
+        else {
+            return (rows, errors);
+        };
+        let PumpState::TopK {
+            window_start,
+            counts,
+        } = &mut self.state.pumps[idx]
+        else {
+            return (rows, errors);
+        };
+        let start = row.rowtime.div_euclid(*width_ms).saturating_mul(*width_ms);
+        *window_start = Some(start);
+        let value = row.values.get(*column).cloned().unwrap_or(Value::Null);
+        let key = value.key();
+        let n_distinct = counts.len();
+        match counts.get_mut(&key) {
+            Some(c) => c.count += 1,
+            None if n_distinct >= TOP_K_DISTINCT_MAX => errors.push(error_row(
+                row.rowtime,
+                "Error",
+                "LIMIT_EXCEEDED",
+                "too many distinct values in one TOP_K_ITEMS_TUMBLING window",
+                row.rowtime,
+                &[],
+                &pump.name,
+            )),
+            None => {
+                counts.insert(key, ValueCount { value, count: 1 });
+            }
+        }
+        (rows, errors)
+    }
+
+    /// Emits the open TOP_K_ITEMS_TUMBLING window if it ends by `now_ms`: its K most
+    /// frequent values, most frequent first (ties in value order), ROWTIME the window end.
+    fn close_top_k(&mut self, idx: usize, now_ms: i64) -> (Vec<Row>, Vec<Row>) {
+        let PumpKind::TopK { k, width_ms, .. } = self.program.pumps[idx].kind else {
+            return (Vec::new(), Vec::new());
+        };
+        let PumpState::TopK {
+            window_start,
+            counts,
+        } = &mut self.state.pumps[idx]
+        else {
+            return (Vec::new(), Vec::new());
+        };
+        let Some(start) = *window_start else {
+            return (Vec::new(), Vec::new());
+        };
+        let end = start.saturating_add(width_ms);
+        if end > now_ms {
+            return (Vec::new(), Vec::new());
+        }
+        *window_start = None;
+        let mut all: Vec<ValueCount> = std::mem::take(counts).into_values().collect();
+        // BTreeMap order is the value key order, so a stable sort keeps ties in it.
+        all.sort_by_key(|c| std::cmp::Reverse(c.count));
+        let rows = all
+            .into_iter()
+            .take(k)
+            .map(|c| Row {
+                rowtime: end,
+                values: vec![c.value, Value::Int(c.count)],
+            })
+            .collect();
+        (rows, Vec::new())
+    }
+
+    /// A row into a stagger window: windows closed by its ROWTIME are emitted first, then
+    /// the row joins its key's open window or opens one that closes `range_ms` later.
+    fn process_stagger(&mut self, idx: usize, row: &Row) -> (Vec<Row>, Vec<Row>) {
+        let no_aggs: [Value; 0] = [];
+        let env = Env {
+            row,
+            aggs: &no_aggs,
+        };
+        {
+            let pump = &self.program.pumps[idx];
+            if let Some(f) = &pump.filter
+                && !eval(f, &env).truthy()
+            {
+                return (Vec::new(), Vec::new());
+            }
+        }
+        let (rows, mut errors) = self.close_stagger(idx, row.rowtime);
+        let pump = &self.program.pumps[idx];
+        let PumpKind::Stagger { keys, range_ms } = &pump.kind else {
+            return (rows, errors);
+        };
+        let PumpState::Stagger {
+            windows,
+            first_seq,
+            open,
+        } = &mut self.state.pumps[idx]
+        else {
+            return (rows, errors);
+        };
+        let key: String = keys
+            .iter()
+            .map(|k| eval(k, &env).key())
+            .collect::<Vec<_>>()
+            .join("\u{1}");
+        let position = open
+            .get(&key)
+            .and_then(|seq| usize::try_from(seq.checked_sub(*first_seq)?).ok());
+        let position = match position.filter(|p| *p < windows.len()) {
+            Some(p) => p,
+            None => {
+                if windows.len() >= STAGGER_WINDOWS_MAX {
+                    errors.push(error_row(
+                        row.rowtime,
+                        "Error",
+                        "LIMIT_EXCEEDED",
+                        "too many open stagger windows",
+                        row.rowtime,
+                        &[],
+                        &pump.name,
+                    ));
+                    return (rows, errors);
+                }
+                let seq = *first_seq + windows.len() as u64;
+                open.insert(key.clone(), seq);
+                windows.push_back(StaggerWindow {
+                    close_ms: row.rowtime.saturating_add(*range_ms),
+                    group: Group {
+                        key,
+                        first: row.clone(),
+                        accs: pump.aggs.iter().map(|a| Acc::new(a.func)).collect(),
+                    },
+                });
+                windows.len() - 1
+            }
+        };
+        let Some(window) = windows.get_mut(position) else {
+            return (rows, errors);
+        };
+        for (acc, spec) in window.group.accs.iter_mut().zip(&pump.aggs) {
+            let v = spec.arg.as_ref().map(|a| eval(a, &env));
+            acc.add(v.as_ref());
+        }
+        (rows, errors)
     }
 }
 
@@ -1711,6 +2840,259 @@ CREATE OR REPLACE PUMP "P" AS INSERT INTO "DEST"
             rows[3],
             &vec![Value::Str("A".into()), Value::Float(5.0), Value::Int(2)]
         );
+    }
+
+    #[test]
+    fn stagger_window_opens_at_the_first_row_of_a_key_and_closes_a_range_later() {
+        let code = r#"CREATE OR REPLACE STREAM "DEST" (TICKER VARCHAR(4), N INTEGER, TOTAL DOUBLE);
+CREATE OR REPLACE PUMP "P" AS INSERT INTO "DEST"
+  SELECT STREAM TICKER, COUNT(*) AS N, SUM(PRICE) FROM "SOURCE_SQL_STREAM_001"
+  WINDOWED BY STAGGER (PARTITION BY TICKER RANGE INTERVAL '1' MINUTE);"#;
+        let program = Program::compile(code, &source()).expect("compiles");
+        let dest = program.stream_index("DEST").expect("dest");
+        let mut engine = Engine::new(program);
+        let mut out = Vec::new();
+        engine.insert_source(0, 10_000, row("A", 1.0), &mut out);
+        engine.insert_source(0, 40_000, row("B", 2.0), &mut out);
+        engine.insert_source(0, 69_999, row("A", 3.0), &mut out);
+        // A restart keeps the open windows.
+        let state = engine.state().clone();
+        let mut engine = Engine::new(Program::compile(code, &source()).expect("compiles"));
+        assert!(engine.restore(state));
+        engine.insert_source(0, 80_000, row("B", 4.0), &mut out);
+        // A's window [10 s, 70 s) closed at 70 s: emitted when the 80 s row arrived.
+        // A row of A at 85 s opens a new window.
+        engine.insert_source(0, 85_000, row("A", 5.0), &mut out);
+        engine.advance(100_000, &mut out);
+        let rows: Vec<&Row> = out
+            .iter()
+            .filter(|e| e.stream == dest)
+            .map(|e| &e.row)
+            .collect();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(rows[0].rowtime, 70_000);
+        assert_eq!(
+            rows[0].values,
+            vec![Value::Str("A".into()), Value::Int(2), Value::Float(4.0)]
+        );
+        assert_eq!(rows[1].rowtime, 100_000);
+        assert_eq!(
+            rows[1].values,
+            vec![Value::Str("B".into()), Value::Int(2), Value::Float(6.0)]
+        );
+        engine.advance(145_000, &mut out);
+        let last = out.iter().rfind(|e| e.stream == dest).expect("a row");
+        assert_eq!(last.row.rowtime, 145_000);
+        assert_eq!(
+            last.row.values,
+            vec![Value::Str("A".into()), Value::Int(1), Value::Float(5.0)]
+        );
+    }
+
+    #[test]
+    fn joins_a_reference_table_inner_and_left_outer() {
+        let tables = vec![(
+            "CompanyName".to_string(),
+            vec![
+                Column {
+                    name: "Ticker".into(),
+                    sql_type: SqlType::Varchar(4),
+                },
+                Column {
+                    name: "Company".into(),
+                    sql_type: SqlType::Varchar(20),
+                },
+            ],
+        )];
+        let code = r#"CREATE OR REPLACE STREAM "DEST" (TICKER VARCHAR(4), "Company" VARCHAR(20), PRICE DOUBLE);
+CREATE OR REPLACE STREAM "INNER_DEST" (TICKER VARCHAR(4), "Company" VARCHAR(20));
+CREATE OR REPLACE PUMP "P" AS INSERT INTO "DEST"
+  SELECT STREAM TICKER, "c"."Company", PRICE
+  FROM "SOURCE_SQL_STREAM_001" LEFT JOIN "CompanyName" AS "c"
+  ON "SOURCE_SQL_STREAM_001".TICKER = "c"."Ticker";
+CREATE OR REPLACE PUMP "Q" AS INSERT INTO "INNER_DEST"
+  SELECT STREAM s.TICKER, "Company" FROM "SOURCE_SQL_STREAM_001" AS s
+  JOIN "CompanyName" ON s.TICKER = "CompanyName"."Ticker" WHERE PRICE > 1;"#;
+        let program = Program::compile_with_tables(code, &source(), &tables).expect("compiles");
+        let dest = program.stream_index("DEST").expect("dest");
+        let inner = program.stream_index("INNER_DEST").expect("inner");
+        let mut engine = Engine::new(program);
+        engine
+            .load_table(
+                "CompanyName",
+                vec![
+                    vec![Value::Str("AMZN".into()), Value::Str("Amazon".into())],
+                    vec![Value::Str("MSFT".into()), Value::Str("Microsoft".into())],
+                ],
+            )
+            .expect("loads");
+        let mut out = Vec::new();
+        engine.insert_source(0, 1, row("AMZN", 2.0), &mut out);
+        engine.insert_source(0, 2, row("XYZ", 3.0), &mut out);
+        engine.insert_source(0, 3, row("MSFT", 1.0), &mut out);
+        let of = |s: usize| -> Vec<Vec<Value>> {
+            out.iter()
+                .filter(|e| e.stream == s)
+                .map(|e| e.row.values.clone())
+                .collect()
+        };
+        assert_eq!(
+            of(dest),
+            vec![
+                vec![
+                    Value::Str("AMZN".into()),
+                    Value::Str("Amazon".into()),
+                    Value::Float(2.0)
+                ],
+                vec![Value::Str("XYZ".into()), Value::Null, Value::Float(3.0)],
+                vec![
+                    Value::Str("MSFT".into()),
+                    Value::Str("Microsoft".into()),
+                    Value::Float(1.0)
+                ],
+            ]
+        );
+        assert_eq!(
+            of(inner),
+            vec![vec![Value::Str("AMZN".into()), Value::Str("Amazon".into())]]
+        );
+        let error = Program::compile(code, &source()).expect_err("no table");
+        assert!(error.contains("is not a reference table"), "{error}");
+    }
+
+    #[test]
+    fn top_k_items_tumbling_emits_the_k_most_frequent_values_per_window() {
+        let code = r#"CREATE OR REPLACE STREAM "DEST" ("TICKER" VARCHAR(4), "MOST_FREQUENT_VALUES" BIGINT);
+CREATE OR REPLACE PUMP "P" AS INSERT INTO "DEST"
+  SELECT STREAM * FROM TABLE(TOP_K_ITEMS_TUMBLING(
+      CURSOR(SELECT STREAM * FROM "SOURCE_SQL_STREAM_001"), 'TICKER', 2, 60));"#;
+        let program = Program::compile(code, &source()).expect("compiles");
+        let dest = program.stream_index("DEST").expect("dest");
+        assert_eq!(
+            program.writable_streams(),
+            vec!["error_stream".to_string(), "DEST".to_string()]
+        );
+        let mut engine = Engine::new(program);
+        let mut out = Vec::new();
+        for (t, ticker) in [(1, "A"), (2, "B"), (3, "C"), (4, "A"), (5, "C"), (6, "A")] {
+            engine.insert_source(0, t * 1_000, row(ticker, 1.0), &mut out);
+        }
+        engine.insert_source(0, 61_000, row("B", 1.0), &mut out);
+        engine.advance(120_000, &mut out);
+        let rows: Vec<(i64, Vec<Value>)> = out
+            .iter()
+            .filter(|e| e.stream == dest)
+            .map(|e| (e.row.rowtime, e.row.values.clone()))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                (60_000, vec![Value::Str("A".into()), Value::Int(3)]),
+                (60_000, vec![Value::Str("C".into()), Value::Int(2)]),
+                (120_000, vec![Value::Str("B".into()), Value::Int(1)]),
+            ]
+        );
+    }
+
+    #[test]
+    fn random_cut_forest_scores_an_outlier_highest() {
+        let code = r#"CREATE OR REPLACE STREAM "DEST" (TICKER VARCHAR(4), PRICE DOUBLE, ANOMALY_SCORE DOUBLE);
+CREATE OR REPLACE PUMP "P" AS INSERT INTO "DEST"
+  SELECT STREAM TICKER, PRICE, ANOMALY_SCORE
+  FROM TABLE(RANDOM_CUT_FOREST(CURSOR(SELECT STREAM * FROM "SOURCE_SQL_STREAM_001"), 50, 128));"#;
+        let program = Program::compile(code, &source()).expect("compiles");
+        let dest = program.stream_index("DEST").expect("dest");
+        let mut engine = Engine::new(program);
+        let mut out = Vec::new();
+        for i in 0..400i64 {
+            let price = 10.0 + ((i * 7919) % 100) as f64 / 100.0;
+            engine.insert_source(0, i, row("A", price), &mut out);
+        }
+        engine.insert_source(0, 400, row("A", 50.0), &mut out);
+        let scores: Vec<f64> = out
+            .iter()
+            .filter(|e| e.stream == dest)
+            .filter_map(|e| e.row.values.get(2).and_then(Value::as_f64))
+            .collect();
+        assert_eq!(scores.len(), 401);
+        let outlier = scores[400];
+        let max_normal = scores[300..400].iter().copied().fold(0.0, f64::max);
+        assert!(
+            outlier > 3.0 * max_normal,
+            "outlier {outlier}, max normal {max_normal}"
+        );
+        let bad = code.replace(", 50, 128", ", 50, 5");
+        let error = Program::compile(&bad, &source()).expect_err("subSampleSize too small");
+        assert!(error.contains("subSampleSize"), "{error}");
+    }
+
+    #[test]
+    fn the_documented_anomaly_example_orders_each_second_by_score() {
+        let code = r#"CREATE OR REPLACE STREAM "TEMP_STREAM" ("heartRate" INTEGER, "rateType" varchar(20), "ANOMALY_SCORE" DOUBLE);
+CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" ("heartRate" INTEGER, "rateType" varchar(20), "ANOMALY_SCORE" DOUBLE);
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS
+   INSERT INTO "TEMP_STREAM"
+      SELECT STREAM "heartRate", "rateType", ANOMALY_SCORE
+      FROM TABLE(RANDOM_CUT_FOREST(
+              CURSOR(SELECT STREAM * FROM "SOURCE_SQL_STREAM_001")));
+CREATE OR REPLACE PUMP "OUTPUT_PUMP" AS
+   INSERT INTO "DESTINATION_SQL_STREAM"
+      SELECT STREAM * FROM "TEMP_STREAM"
+      ORDER BY FLOOR("TEMP_STREAM".ROWTIME TO SECOND), ANOMALY_SCORE DESC;"#;
+        let sources = vec![(
+            "SOURCE_SQL_STREAM_001".to_string(),
+            vec![
+                Column {
+                    name: "heartRate".into(),
+                    sql_type: SqlType::Integer,
+                },
+                Column {
+                    name: "rateType".into(),
+                    sql_type: SqlType::Varchar(20),
+                },
+            ],
+        )];
+        let program = Program::compile(code, &sources).expect("compiles");
+        let dest = program
+            .stream_index("DESTINATION_SQL_STREAM")
+            .expect("dest");
+        let mut engine = Engine::new(program);
+        let mut out = Vec::new();
+        for i in 0..200i64 {
+            let rate = 60 + (i * 7) % 21;
+            let values = vec![Value::Int(rate), Value::Str("NORMAL".into())];
+            // Ten rows per second.
+            engine.insert_source(0, i * 100, values, &mut out);
+        }
+        engine.insert_source(
+            0,
+            20_000,
+            vec![Value::Int(150), Value::Str("HIGH".into())],
+            &mut out,
+        );
+        engine.advance(21_000, &mut out);
+        let rows: Vec<&Row> = out
+            .iter()
+            .filter(|e| e.stream == dest)
+            .map(|e| &e.row)
+            .collect();
+        assert_eq!(rows.len(), 201);
+        for second in rows.chunks(10) {
+            let scores: Vec<f64> = second
+                .iter()
+                .filter_map(|r| r.values.get(2).and_then(Value::as_f64))
+                .collect();
+            assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+            assert!(second.windows(2).all(|w| w[0].rowtime <= w[1].rowtime));
+        }
+        let last = rows[200];
+        assert_eq!(last.values[0], Value::Int(150));
+        let outlier = last.values[2].as_f64().expect("a score");
+        let max_normal = rows[100..200]
+            .iter()
+            .filter_map(|r| r.values.get(2).and_then(Value::as_f64))
+            .fold(0.0, f64::max);
+        assert!(outlier > 3.0 * max_normal, "{outlier} vs {max_normal}");
     }
 
     #[test]

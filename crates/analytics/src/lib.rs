@@ -21,12 +21,15 @@
 //!
 //! Outputs run to Kinesis streams, Lambda functions and Firehose delivery streams; inputs
 //! are Kinesis streams, optionally through a preprocessing Lambda (`runner`, `connect`).
+//! Reference data sources are read into tables when an application starts (reference.rs).
 //! What it does not do yet: Firehose delivery streams as inputs (stored and described, not
-//! run), reference data sources (stored only), stagger windows, joins, table functions.
+//! run).
 
 pub mod connect;
 pub mod engine;
 pub mod input;
+pub mod rcf;
+pub mod reference;
 mod runner;
 pub mod sql;
 pub mod value;
@@ -75,6 +78,8 @@ pub struct AnalyticsConfig {
     pub applications_max: usize,
     /// How often a runner polls an idle source shard.
     pub poll_interval_ms: u64,
+    /// Where reference data objects are read from (reference.rs).
+    pub reference_store: reference::ReferenceStore,
 }
 
 impl Default for AnalyticsConfig {
@@ -82,6 +87,7 @@ impl Default for AnalyticsConfig {
         AnalyticsConfig {
             applications_max: 50,
             poll_interval_ms: 200,
+            reference_store: reference::ReferenceStore::default(),
         }
     }
 }
@@ -496,7 +502,7 @@ impl Analytics {
     }
 
     /// Validates code against the application's inputs (syntax only without inputs).
-    fn validate_code(code: &str, inputs: &[Json]) -> Result<(), ApiError> {
+    fn validate_code(code: &str, inputs: &[Json], references: &[Json]) -> Result<(), ApiError> {
         if code.chars().count() > sql::CODE_CHARS_MAX {
             return Err(ApiError::invalid(format!(
                 "ApplicationCode is longer than {} characters",
@@ -510,7 +516,10 @@ impl Analytics {
         } else {
             sources(inputs)
                 .map_err(|e| format!("input schema: {e}"))
-                .and_then(|s| engine::Program::compile(code, &s).map(|_| ()))
+                .and_then(|s| {
+                    let tables = reference::tables(references)?;
+                    engine::Program::compile_with_tables(code, &s, &tables).map(|_| ())
+                })
         };
         result.map_err(|message| ApiError::new("CodeValidationException", message))
     }
@@ -865,7 +874,7 @@ impl Analytics {
             ));
         }
         if let Some(code) = &app.code {
-            Self::validate_code(code, &app.inputs)?;
+            Self::validate_code(code, &app.inputs, &app.reference_data_sources)?;
         }
         let summary = app.summary();
         self.put(app)?;
@@ -963,7 +972,8 @@ impl Analytics {
         let code = app.code.clone().unwrap_or_default();
         let sources = sources(&app.inputs)
             .map_err(|e| ApiError::new("InvalidApplicationConfigurationException", e))?;
-        let program = engine::Program::compile(&code, &sources)
+        let program = reference::tables(&app.reference_data_sources)
+            .and_then(|tables| engine::Program::compile_with_tables(&code, &sources, &tables))
             .map_err(|e| ApiError::new("InvalidApplicationConfigurationException", e))?;
         for o in &app.outputs {
             let name = str_field(o, "Name").unwrap_or_default();
@@ -1145,7 +1155,7 @@ impl Analytics {
             app.code = Some(code.to_string());
         }
         if let Some(code) = &app.code {
-            Self::validate_code(code, &app.inputs)?;
+            Self::validate_code(code, &app.inputs, &app.reference_data_sources)?;
         }
         self.bump_and_put(app)
     }
@@ -1166,7 +1176,7 @@ impl Analytics {
         let d = input_description(input, app.new_id())?;
         app.inputs.push(d);
         if let Some(code) = &app.code {
-            Self::validate_code(code, &app.inputs)?;
+            Self::validate_code(code, &app.inputs, &app.reference_data_sources)?;
         }
         self.bump_and_put(app)
     }

@@ -267,7 +267,13 @@ async fn run_inner(
     };
     let schema = input::Schema::from_json(input.get("InputSchema").unwrap_or(&Json::Null))?;
     let srcs = sources(&app.inputs)?;
-    let program = Program::compile(app.code.as_deref().unwrap_or(""), &srcs)?;
+    // Reference data (reference.rs): tables compiled into the program, loaded below.
+    let references = crate::reference::sources(&app.reference_data_sources)?;
+    let tables: Vec<_> = references
+        .iter()
+        .map(|r| (r.table.clone(), r.schema.columns()))
+        .collect();
+    let program = Program::compile_with_tables(app.code.as_deref().unwrap_or(""), &srcs, &tables)?;
     let source_streams: Vec<usize> = srcs
         .iter()
         .filter_map(|(n, _)| program.stream_index(n))
@@ -315,6 +321,10 @@ async fn run_inner(
         .map(str::to_string);
     let app_arn = app.arn();
     let mut engine = Engine::new(program);
+    for r in &references {
+        let rows = crate::reference::load(&inner.config.reference_store, r).await?;
+        engine.load_table(&r.table, rows)?;
+    }
     let mut checkpoint: Checkpoint = inner
         .catalog
         .get(Table::ApplicationCheckpoints, &key)

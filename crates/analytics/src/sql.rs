@@ -9,13 +9,16 @@
 //!
 //! What it parses: `CREATE [OR REPLACE] STREAM name (col type [NOT NULL], ...) [DESCRIPTION
 //! '...']`, `CREATE [OR REPLACE] PUMP name AS INSERT INTO name [(cols)] SELECT STREAM ...`
-//! with `FROM` one stream, `WHERE`, `GROUP BY` (with `STEP(x BY INTERVAL ...)` and
+//! with `FROM` one stream or `TABLE(f(CURSOR(SELECT STREAM ...), args...))`, an optional
+//! `[LEFT [OUTER] | INNER] JOIN table [AS alias] ON ...`, `WHERE`, `WINDOWED BY STAGGER
+//! (PARTITION BY ... RANGE INTERVAL ...)`, `GROUP BY` (with `STEP(x BY INTERVAL ...)` and
 //! `FLOOR(x TO unit)`), `HAVING`, `WINDOW w AS (PARTITION BY ... RANGE INTERVAL ... PRECEDING
-//! | ROWS n PRECEDING)` and inline `OVER (...)`; expressions with the usual operators, `CASE`,
-//! `CAST`, `IS [NOT] NULL`, `[NOT] LIKE`, `[NOT] BETWEEN`, `[NOT] IN (...)`, function calls.
-//! Comments: `--`, `//` (the CREATE PUMP reference page uses them) and `/* */`. What it does
-//! not parse (joins, table functions, stagger windows, `ORDER BY`) is a `SqlError` naming the
-//! position, which the API turns into a `CodeValidationException`.
+//! | ROWS n PRECEDING)` and inline `OVER (...)`, `ORDER BY expr [ASC | DESC], ...`;
+//! expressions with the usual operators, `CASE`, `CAST`, `IS [NOT] NULL`, `[NOT] LIKE`,
+//! `[NOT] BETWEEN`, `[NOT] IN (...)`, function calls. Comments: `--`, `//` (the CREATE PUMP
+//! reference page uses them) and `/* */`. What it does not parse (several joins, RIGHT/FULL
+//! joins, `UNION`) is a `SqlError` naming the position, which the API turns into a
+//! `CodeValidationException`. Meaning (which stream, which function) is engine.rs's.
 
 use std::fmt;
 
@@ -406,6 +409,44 @@ pub struct Select {
     pub group_by: Vec<Expr>,
     pub having: Option<Expr>,
     pub windows: Vec<(String, WindowSpec)>,
+    /// `WINDOWED BY STAGGER (PARTITION BY ... RANGE INTERVAL ...)`.
+    pub stagger: Option<StaggerSpec>,
+    /// `[LEFT [OUTER] | INNER] JOIN table [AS alias] ON ...`: a reference-table join.
+    pub join: Option<Join>,
+    /// `FROM TABLE(f(CURSOR(SELECT STREAM ...), args...))`; `from` is then empty.
+    pub table_function: Option<TableFunction>,
+    /// `ORDER BY <ROWTIME bucket>, expr [ASC | DESC], ...`: (expression, descending).
+    pub order_by: Vec<(Expr, bool)>,
+}
+
+/// A table function over a cursor: `RANDOM_CUT_FOREST`, `TOP_K_ITEMS_TUMBLING`, ...
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableFunction {
+    pub name: String,
+    pub cursor: Box<Select>,
+    /// The arguments after the cursor (literals).
+    pub args: Vec<Expr>,
+    /// 1-based line and column of the function name, for errors.
+    pub line: usize,
+    pub column: usize,
+}
+
+/// A stagger window: one window per partition key, opened by the key's first row and
+/// closed `range_ms` later.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaggerSpec {
+    pub partition_by: Vec<Expr>,
+    pub range_ms: i64,
+}
+
+/// A join of the FROM stream with an in-application (reference) table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Join {
+    /// `LEFT [OUTER] JOIN`: stream rows without a match are kept, with NULL table columns.
+    pub left_outer: bool,
+    pub table: String,
+    pub alias: Option<String>,
+    pub on: Expr,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -495,6 +536,9 @@ const RESERVED: &[&str] = &[
     "PRECEDING",
     "LIMIT",
     "SIMILAR",
+    "OUTER",
+    "ASC",
+    "DESC",
 ];
 
 impl Parser {
@@ -712,10 +756,44 @@ impl Parser {
             }
         }
         self.expect_word("FROM")?;
-        if self.is_word("TABLE") {
-            return Err(self.error("table functions (TABLE(...)) are not supported yet"));
-        }
-        let from = self.identifier()?;
+        let mut table_function = None;
+        let from = if self.eat_word("TABLE") {
+            self.expect_sym("(")?;
+            let (line, column) = self
+                .tokens
+                .get(self.pos)
+                .map_or((1, 1), |t| (t.line, t.column));
+            let Some(Tok::Word(name)) = self.peek().cloned() else {
+                return Err(self.error("expected a table function name"));
+            };
+            self.pos += 1;
+            self.expect_sym("(")?;
+            self.expect_word("CURSOR")?;
+            self.expect_sym("(")?;
+            self.depth += 1;
+            if self.depth > EXPRESSION_DEPTH_MAX {
+                return Err(self.error("cursors are nested too deeply"));
+            }
+            let cursor = Box::new(self.select()?);
+            self.depth -= 1;
+            self.expect_sym(")")?;
+            let mut args = Vec::new();
+            while self.eat_sym(",") {
+                args.push(self.expr()?);
+            }
+            self.expect_sym(")")?;
+            self.expect_sym(")")?;
+            table_function = Some(TableFunction {
+                name,
+                cursor,
+                args,
+                line,
+                column,
+            });
+            String::new()
+        } else {
+            self.identifier()?
+        };
         let from_alias = if self.eat_word("AS")
             || matches!(self.peek(), Some(Tok::Quoted(_)))
             || matches!(self.peek(), Some(Tok::Word(w)) if !RESERVED.contains(&w.as_str()))
@@ -724,15 +802,73 @@ impl Parser {
         } else {
             None
         };
+        let join = if self.is_word("JOIN") || self.is_word("INNER") || self.is_word("LEFT") {
+            let left_outer = self.eat_word("LEFT");
+            if left_outer {
+                self.eat_word("OUTER");
+            } else {
+                self.eat_word("INNER");
+            }
+            self.expect_word("JOIN")?;
+            let table = self.identifier()?;
+            let alias = if self.eat_word("AS")
+                || matches!(self.peek(), Some(Tok::Quoted(_)))
+                || matches!(self.peek(), Some(Tok::Word(w)) if !RESERVED.contains(&w.as_str()))
+            {
+                Some(self.identifier()?)
+            } else {
+                None
+            };
+            self.expect_word("ON")?;
+            let on = self.expr()?;
+            Some(Join {
+                left_outer,
+                table,
+                alias,
+                on,
+            })
+        } else {
+            None
+        };
         if ["JOIN", "LEFT", "RIGHT", "INNER", "FULL", "CROSS"]
             .iter()
             .any(|w| self.is_word(w))
             || self.eat_sym(",")
         {
-            return Err(self.error("joins are not supported yet"));
+            return Err(self.error(
+                "only one join, of the stream with a reference table ([LEFT [OUTER] | INNER] JOIN ... ON ...), is supported",
+            ));
         }
         let filter = if self.eat_word("WHERE") {
             Some(self.expr()?)
+        } else {
+            None
+        };
+        let stagger = if self.eat_word("WINDOWED") {
+            self.expect_word("BY")?;
+            self.expect_word("STAGGER")?;
+            self.expect_sym("(")?;
+            self.expect_word("PARTITION")?;
+            self.expect_word("BY")?;
+            let mut partition_by = Vec::new();
+            loop {
+                partition_by.push(self.expr()?);
+                if !self.eat_sym(",") {
+                    break;
+                }
+            }
+            self.expect_word("RANGE")?;
+            let Expr::Literal(Literal::Interval(range_ms)) = self.primary()? else {
+                return Err(self.error("expected INTERVAL '...' unit after RANGE"));
+            };
+            if range_ms <= 0 {
+                return Err(self.error("the STAGGER range must be positive"));
+            }
+            self.expect_sym(")")?;
+            Some(StaggerSpec {
+                partition_by,
+                range_ms,
+            })
         } else {
             None
         };
@@ -763,10 +899,24 @@ impl Parser {
             }
         }
         if self.is_word("WINDOWED") {
-            return Err(self.error("stagger windows (WINDOWED BY STAGGER) are not supported yet"));
+            return Err(self.error("WINDOWED BY STAGGER goes after FROM and WHERE"));
         }
-        if self.is_word("ORDER") {
-            return Err(self.error("ORDER BY is not supported yet"));
+        let mut order_by = Vec::new();
+        if self.eat_word("ORDER") {
+            self.expect_word("BY")?;
+            loop {
+                let e = self.expr()?;
+                let descending = if self.eat_word("DESC") {
+                    true
+                } else {
+                    self.eat_word("ASC");
+                    false
+                };
+                order_by.push((e, descending));
+                if !self.eat_sym(",") {
+                    break;
+                }
+            }
         }
         Ok(Select {
             stream,
@@ -777,6 +927,10 @@ impl Parser {
             group_by,
             having,
             windows,
+            stagger,
+            join,
+            table_function,
+            order_by,
         })
     }
 

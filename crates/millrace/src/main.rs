@@ -316,8 +316,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         clock.clone(),
     )
     .context("cannot load the event source mappings")?;
+    // Analytics reads reference data from where Firehose writes: the same resolved S3.
+    let reference_store = millrace_analytics::reference::ReferenceStore {
+        endpoint: firehose_config.s3.endpoint.clone(),
+        region: firehose_config.s3.region.clone(),
+        access_key_id: firehose_config.s3.access_key_id.clone(),
+        secret_access_key: firehose_config.s3.secret_access_key.clone(),
+        session_token: firehose_config.s3.session_token.clone(),
+        path_style: firehose_config.s3.path_style,
+        embedded_root: Some(firehose_config.embedded_buckets_dir.clone()),
+    };
     let sql_applications = millrace_analytics::Analytics::open(
-        millrace_analytics::AnalyticsConfig::default(),
+        millrace_analytics::AnalyticsConfig {
+            reference_store,
+            ..Default::default()
+        },
         catalog.clone(),
         streams.clone(),
         clock.clone(),
