@@ -22,6 +22,7 @@
 
 pub mod engine;
 pub mod input;
+pub mod metrics;
 mod runner;
 pub mod sql;
 pub mod value;
@@ -242,6 +243,7 @@ pub(crate) struct Inner {
     tasks: Mutex<Option<(TaskTracker, CancellationToken)>>,
     /// Serialises control-plane writes (read-modify-write of a record and its commit).
     write: tokio::sync::Mutex<()>,
+    pub(crate) metrics: metrics::AnalyticsMetrics,
 }
 
 /// The Analytics service. Cheap to clone.
@@ -305,6 +307,7 @@ impl Analytics {
                 runners: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(None),
                 write: tokio::sync::Mutex::new(()),
+                metrics: metrics::AnalyticsMetrics::default(),
             }),
         })
     }
@@ -343,8 +346,16 @@ impl Analytics {
         }
     }
 
+    /// The `AWS/KinesisAnalytics` running totals of every application input and output:
+    /// (`account/region/application/flow/id`, [(AWS metric name, total)]), sorted by key.
+    pub fn metrics(&self) -> Vec<(String, Vec<(&'static str, u64)>)> {
+        let live: Vec<String> = self.inner.apps.lock().keys().cloned().collect();
+        self.inner.metrics.totals(&live)
+    }
+
     /// Deletes every application (`POST /moto-api/reset`).
     pub fn reset(&self) -> Result<(), String> {
+        self.inner.metrics.clear();
         let keys: Vec<String> = self.inner.apps.lock().keys().cloned().collect();
         for k in &keys {
             self.stop_runner(k);

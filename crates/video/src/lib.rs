@@ -19,6 +19,7 @@ pub mod store;
 
 mod api;
 mod media;
+pub mod metrics;
 mod playback;
 
 use std::collections::HashMap;
@@ -208,6 +209,7 @@ struct Inner {
     streams: Mutex<Vec<StreamMeta>>,
     data: Mutex<HashMap<u64, Arc<StreamData>>>,
     sessions: Mutex<HashMap<String, playback::Session>>,
+    metrics: metrics::VideoMetrics,
 }
 
 /// The Video Streams service.
@@ -265,6 +267,7 @@ impl Video {
                 streams: Mutex::new(streams),
                 data: Mutex::new(data),
                 sessions: Mutex::new(HashMap::new()),
+                metrics: metrics::VideoMetrics::default(),
             }),
         })
     }
@@ -358,8 +361,23 @@ impl Video {
         }
     }
 
+    /// The `AWS/KinesisVideo` running totals of every stream: (`account/region/name`,
+    /// [(AWS metric name, total)]), sorted by key (`metrics`).
+    pub fn metrics(&self) -> Vec<(String, Vec<(&'static str, u64)>)> {
+        let live: Vec<String> = (self.inner.streams.lock().iter())
+            .map(|s| format!("{}/{}/{}", s.account, s.region, s.name))
+            .collect();
+        self.inner.metrics.totals(&live)
+    }
+
+    /// Counts toward a stream's `AWS/KinesisVideo` metric.
+    fn count(&self, stream: &StreamMeta, metric: metrics::Metric, value: u64) {
+        (self.inner.metrics).add(&stream.account, &stream.region, &stream.name, metric, value);
+    }
+
     /// Deletes every stream (the test-hygiene reset).
     pub fn reset(&self) -> Result<(), VideoError> {
+        self.inner.metrics.clear();
         let uids: Vec<u64> = {
             let mut streams = self.inner.streams.lock();
             let uids = streams.iter().map(|s| s.uid).collect();
