@@ -2,7 +2,11 @@
 driven by Selenium): each page loads, the shard map draws the lineage of a split, live
 charts are drawn from traffic the test makes, the record browser shows the records the
 test wrote (decoded as JSON, UTF-8 and hex), and delivery streams show their deliveries.
-Also the AWS/Firehose counters on GET /metrics after a delivery into the S3 server.
+Also the AWS/Firehose counters on GET /metrics after a delivery into the S3 server; the
+analytics pages (list, SQL code, inputs and outputs); the video pages (list, fragments) and
+live playback of an ffmpeg upload through HLS with Media Source Extensions; and the sign-in
+form against a server with credentials (a wrong secret refused, the right one signs every
+call with SigV4 in the browser, signing out forgets the keys).
 
 Screenshots go to TARGET_DIR/test-artifacts/console/ (TARGET_DIR: where MILLRACE_BIN is).
 """
@@ -233,3 +237,148 @@ def test_console_assets_and_unknown_paths(env):
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(f"{server.endpoint}/console/nope", timeout=10)
     assert info.value.code == 404
+
+
+FFMPEG_SHORT_MKV = [
+    "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+    "-f", "lavfi", "-i", "testsrc=size=320x180:rate=25", "-t", "4",
+    "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
+    "-profile:v", "baseline", "-g", "25", "-keyint_min", "25", "-sc_threshold", "0", "-bf", "0",
+    "-f", "matroska", "-live", "1", "-cluster_time_limit", "10000",
+    "-cluster_size_limit", "50000000", "-",
+]
+
+PASSTHROUGH_SQL = """CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (TICKER VARCHAR(4), PRICE DOUBLE);
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
+    SELECT STREAM TICKER, PRICE FROM "SOURCE_SQL_STREAM_001";"""
+
+
+def test_analytics_pages(env, browser):
+    from test_analytics import input_config, output_config
+
+    server, _ = env
+    server.reset()
+    kinesis = kinesis_util.client(server.endpoint)
+    ka = kinesis_util.client(server.endpoint, service="kinesisanalytics")
+    source, dest = f"src-{uuid.uuid4().hex[:6]}", f"dst-{uuid.uuid4().hex[:6]}"
+    create_active(kinesis, source, shard_count=1)
+    create_active(kinesis, dest, shard_count=1)
+    name = f"app-{uuid.uuid4().hex[:6]}"
+    ka.create_application(ApplicationName=name, Inputs=[input_config(source)],
+                          Outputs=[output_config("DESTINATION_SQL_STREAM", dest)],
+                          ApplicationCode=PASSTHROUGH_SQL)
+    browser.get(f"{server.endpoint}/console?poll=300#/analytics")
+    wait_js(browser, "return document.querySelector(`#applications tr[data-name='${arguments[0]}']`)",
+            f"{name} listed", name)
+    assert "READY" in browser.find_element("css selector", f"#applications tr[data-name='{name}']").text
+    screenshot(browser, "analytics")
+    browser.get(f"{server.endpoint}/console?poll=300#/analytics/{name}")
+    wait_js(browser, "return document.querySelector('#sql')", "the SQL code shown")
+    assert 'CREATE OR REPLACE PUMP "STREAM_PUMP"' in browser.find_element("css selector", "#sql").text
+    inputs = browser.find_element("css selector", "#inputs").text
+    outputs = browser.find_element("css selector", "#outputs").text
+    assert source in inputs and "SOURCE_SQL_STREAM_001" in inputs
+    assert dest in outputs and "DESTINATION_SQL_STREAM" in outputs
+    screenshot(browser, "analytics-application")
+
+
+def test_video_pages_and_playback(env, browser):
+    import subprocess
+    import time
+
+    from test_video import put_media
+
+    server, _ = env
+    server.reset()
+    kvs = kinesis_util.client(server.endpoint, service="kinesisvideo")
+    name = f"cam-{uuid.uuid4().hex[:6]}"
+    kvs.create_stream(StreamName=name, DataRetentionInHours=24, MediaType="video/h264")
+    ffmpeg = subprocess.Popen(FFMPEG_SHORT_MKV, stdout=subprocess.PIPE)
+    try:
+        acks = put_media(server.endpoint, name, ffmpeg.stdout, time.time() - 30)
+    finally:
+        ffmpeg.stdout.close()
+        assert ffmpeg.wait(timeout=60) == 0
+    n_persisted = [a["EventType"] for a in acks].count("PERSISTED")
+    assert n_persisted >= 2, acks
+
+    browser.get(f"{server.endpoint}/console?poll=300#/video")
+    wait_js(browser, "return document.querySelector(`#video-streams tr[data-name='${arguments[0]}']`)",
+            f"{name} listed", name)
+    wait_js(browser, "const r = document.querySelector(`#video-streams tr[data-name='${arguments[0]}']`);"
+                     "return r.querySelector('.frags').textContent === arguments[1]",
+            "the fragments counted", name, str(n_persisted))
+    screenshot(browser, "video")
+    browser.get(f"{server.endpoint}/console?poll=300#/video/{name}")
+    wait_js(browser, "return document.querySelectorAll('#fragments tr.fragment').length === arguments[0]",
+            "every fragment listed", n_persisted)
+    browser.find_element("css selector", "#play").click()
+    wait_js(browser, "const v = document.querySelector('#player');"
+                     "return v.dataset.supported !== undefined || v.dataset.error !== undefined",
+            "the player read the init segment")
+    supported = js(browser, "return document.querySelector('#player').dataset.supported")
+    codec = js(browser, "return document.querySelector('#player').dataset.codec")
+    assert codec and codec.startswith('video/mp4; codecs="avc1.42'), codec  # baseline profile
+    assert supported == "true", f"headless Chromium cannot play {codec} with MSE"
+    wait_js(browser, "return Number(document.querySelector('#player').dataset.segments || 0) >= arguments[0]",
+            "every fragment appended", n_persisted)
+    wait_js(browser, "const v = document.querySelector('#player');"
+                     "return v.buffered.length > 0 && v.buffered.end(0) > 1", "video buffered")
+    wait_js(browser, "const v = document.querySelector('#player');"
+                     "return !v.paused && v.currentTime > v.buffered.start(0) + 0.2", "the video playing")
+    screenshot(browser, "video-playback")
+
+
+ADMIN_KEY = ("AKIDCONSOLEADMIN0001", "console-admin-secret")
+
+SECURE_CONFIG = f"""
+[[credential]]
+access_key_id = "{ADMIN_KEY[0]}"
+secret_access_key = "{ADMIN_KEY[1]}"
+principal = "arn:aws:iam::000000000000:user/console"
+
+[[policy]]
+name = "console"
+principals = ["arn:aws:iam::000000000000:user/console"]
+document = '{{"Version": "2012-10-17", "Statement": [{{"Effect": "Allow", "Action": "kinesis:*", "Resource": "*"}}]}}'
+"""
+
+
+def test_console_signs_in_against_a_server_with_credentials(tmp_path, browser):
+    server = ServerProcess(tmp_path / "data", tmp_path / "server.log", config_text=SECURE_CONFIG).start()
+    try:
+        import boto3
+        from botocore.config import Config
+
+        kinesis = boto3.client("kinesis", endpoint_url=server.endpoint, region_name="us-east-1",
+                               aws_access_key_id=ADMIN_KEY[0], aws_secret_access_key=ADMIN_KEY[1],
+                               config=Config(retries={"mode": "standard", "total_max_attempts": 1}))
+        name = f"secure-{uuid.uuid4().hex[:6]}"
+        create_active(kinesis, name, shard_count=1)
+        browser.get(f"{server.endpoint}/console?poll=300#/")
+        js(browser, "sessionStorage.clear()")
+        browser.refresh()
+        wait_js(browser, "return document.querySelector('#login')", "the sign-in form")
+        screenshot(browser, "sign-in")
+        # A wrong secret: refused, the form again, with the server's error.
+        browser.find_element("css selector", "#login-key").send_keys(ADMIN_KEY[0])
+        browser.find_element("css selector", "#login-secret").send_keys("wrong")
+        browser.find_element("css selector", "#login-submit").click()
+        wait_js(browser, "return (document.querySelector('#login-error') || {}).textContent"
+                         "?.includes('InvalidSignatureException')", "the signature refused")
+        browser.find_element("css selector", "#login-key").send_keys(ADMIN_KEY[0])
+        browser.find_element("css selector", "#login-secret").send_keys(ADMIN_KEY[1])
+        browser.find_element("css selector", "#login-submit").click()
+        wait_js(browser, "return document.querySelector(`#streams tr[data-stream='${arguments[0]}']`)",
+                f"{name} listed with signed calls", name)
+        assert ADMIN_KEY[0] in browser.find_element("css selector", "#signed-in").text
+        assert ADMIN_KEY[1] not in browser.page_source
+        browser.get(f"{server.endpoint}/console?poll=300#/stream/{name}")
+        wait_js(browser, "return document.querySelector('#rb-read')", "the stream page")
+        screenshot(browser, "signed-in-stream")
+        # Signing out forgets the keys: the server refuses again.
+        browser.find_element("css selector", "#logout").click()
+        wait_js(browser, "return document.querySelector('#login')", "the sign-in form after signing out")
+        assert js(browser, "return sessionStorage.getItem('millrace.credentials')") is None
+    finally:
+        server.close()

@@ -1,7 +1,10 @@
 """Metrics, request logs and the operator CLI, through the real binary and real clients:
 the Prometheus text of GET /metrics checked against the requests the test made, the
 AWS/Kinesis datapoints read back with the AWS CLI v2 (`aws cloudwatch ...`) and boto3,
-the JSON access log, and `millrace streams / put / tail`.
+the JSON and logfmt access logs, and `millrace streams / put / tail`; the shard-level
+metrics of EnableEnhancedMonitoring (AWS CLI to enable, boto3 to read back per-shard sums);
+the AWS/KinesisVideo counters of a PutMedia upload and the AWS/KinesisAnalytics counters of
+a running SQL application.
 """
 
 from __future__ import annotations
@@ -252,3 +255,196 @@ def test_cli_streams_put_and_tail(kinesis, endpoint):
     assert sorted(tailed) == sorted(lines)
     samples = prometheus(endpoint)
     assert stream_value(samples, "millrace_kinesis_put_records_successful_records_sum", name) == 1200
+
+
+LOGFMT_PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
+
+
+def test_logfmt_access_log_has_the_same_fields(make_server):
+    import kinesis_util
+
+    server = make_server(["--access-log", "--log-format", "logfmt"])
+    kinesis = kinesis_util.client(server.endpoint)
+    name = unique_name("logfmt")
+    create_active(kinesis, name, shard_count=1)
+    answer = kinesis.put_record(StreamName=name, Data=b"hello", PartitionKey="k")
+    request_id = answer["ResponseMetadata"]["RequestId"]
+
+    def logged():
+        for line in server.log_path.read_text("utf-8", "replace").splitlines():
+            if f"request_id={request_id}" in line:
+                return line
+        return None
+
+    line = wait_until(logged, 10, f"a logfmt access log line with request id {request_id}")
+    fields = {k: json.loads(v) if v.startswith('"') else v for k, v in LOGFMT_PAIR.findall(line)}
+    assert line.startswith("ts="), line
+    assert fields["level"] == "INFO"
+    assert fields["target"] == "millrace::access"
+    assert fields["operation"] == "PutRecord"
+    assert fields["stream"] == name
+    assert fields["status"] == "200"
+    assert int(fields["latency_us"]) >= 0
+    assert fields["msg"] == "request"
+
+
+def shard_labels(stream: str, shard_id: str) -> frozenset:
+    return frozenset({("account", "000000000000"), ("region", "us-east-1"),
+                      ("stream_name", stream), ("shard_id", shard_id)})
+
+
+def test_enhanced_monitoring_counts_enabled_metrics_per_shard(kinesis, endpoint):
+    name = unique_name("shardlvl")
+    create_active(kinesis, name, shard_count=2)
+    shards = list_all_shards(kinesis, name)
+    first, second = shards[0]["ShardId"], shards[1]["ShardId"]
+    second_key = shards[1]["HashKeyRange"]["StartingHashKey"]
+    # Before EnableEnhancedMonitoring: no per-shard series.
+    kinesis.put_record(StreamName=name, Data=b"early", PartitionKey="k", ExplicitHashKey="0")
+    assert not any(n.startswith("millrace_kinesis_shard_") for (n, _) in prometheus(endpoint))
+
+    answer = aws_cli(endpoint, "kinesis", "enable-enhanced-monitoring", "--stream-name", name,
+                     "--shard-level-metrics", "IncomingRecords", "OutgoingRecords")
+    assert answer["DesiredShardLevelMetrics"] == ["IncomingRecords", "OutgoingRecords"]
+    kinesis.put_records(StreamName=name, Records=[
+        {"Data": b"a" * 7, "PartitionKey": "k", "ExplicitHashKey": "0"} for _ in range(3)
+    ] + [{"Data": b"b", "PartitionKey": "k", "ExplicitHashKey": second_key}])
+    kinesis.put_record(StreamName=name, Data=b"c", PartitionKey="k", ExplicitHashKey=second_key)
+    kinesis.put_record(StreamName=name, Data=b"d", PartitionKey="k", ExplicitHashKey=second_key)
+    read = kinesis.get_records(ShardIterator=iterator(kinesis, name, first), Limit=1000)
+    assert len(read["Records"]) == 4
+
+    samples = prometheus(endpoint)
+    assert samples[("millrace_kinesis_shard_incoming_records_sum", shard_labels(name, first))] == 3
+    assert samples[("millrace_kinesis_shard_incoming_records_count", shard_labels(name, first))] == 1
+    assert samples[("millrace_kinesis_shard_incoming_records_sum", shard_labels(name, second))] == 3
+    assert samples[("millrace_kinesis_shard_outgoing_records_sum", shard_labels(name, first))] == 4
+    assert not any(n.startswith("millrace_kinesis_shard_incoming_bytes") for (n, _) in samples), \
+        "IncomingBytes was not enabled"
+
+    rollup(endpoint)
+    cw = boto3.client("cloudwatch", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id="AKIDMILLRACETEST", aws_secret_access_key="secret",
+                      config=Config(retries={"mode": "standard", "total_max_attempts": 1}))
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def shard_sum(metric: str, shard_id: str) -> float:
+        stats = cw.get_metric_statistics(
+            Namespace="AWS/Kinesis", MetricName=metric, Statistics=["Sum"], Period=60,
+            Dimensions=[{"Name": "StreamName", "Value": name}, {"Name": "ShardId", "Value": shard_id}],
+            StartTime=now - dt.timedelta(minutes=10), EndTime=now + dt.timedelta(minutes=5))
+        return sum(p["Sum"] for p in stats["Datapoints"])
+
+    assert shard_sum("IncomingRecords", first) == 3
+    assert shard_sum("IncomingRecords", second) == 3
+    assert shard_sum("OutgoingRecords", first) == 4
+    listed = cw.list_metrics(Namespace="AWS/Kinesis",
+                             Dimensions=[{"Name": "StreamName", "Value": name}])["Metrics"]
+    per_shard = {(m["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in m["Dimensions"])))
+                 for m in listed if len(m["Dimensions"]) == 2}
+    assert per_shard == {(metric, (("ShardId", shard), ("StreamName", name)))
+                         for metric in ("IncomingRecords", "OutgoingRecords")
+                         for shard in (first, second) if (metric, shard) != ("OutgoingRecords", second)}
+
+    # Disabled: the per-shard series go and stop counting.
+    aws_cli(endpoint, "kinesis", "disable-enhanced-monitoring", "--stream-name", name,
+            "--shard-level-metrics", "ALL")
+    kinesis.put_record(StreamName=name, Data=b"late", PartitionKey="k", ExplicitHashKey="0")
+    samples = prometheus(endpoint)
+    assert not any(dict(labels).get("stream_name") == name
+                   for (n, labels) in samples if n.startswith("millrace_kinesis_shard_"))
+    assert stream_value(samples, "millrace_kinesis_incoming_records_sum", name) == 8
+
+
+def counter_value(samples, name: str, **labels: str) -> float:
+    wanted = frozenset({("account", "000000000000"), ("region", "us-east-1"), *labels.items()})
+    return samples.get((name, wanted), 0.0)
+
+
+def test_video_metrics_count_put_media_fragments_and_frames(endpoint):
+    from test_video import client as video_client, cluster, session_header, upload_bytes
+
+    video = video_client("kinesisvideo", endpoint)
+    name = unique_name("cam")
+    video.create_stream(StreamName=name, DataRetentionInHours=1)
+    body = session_header() + cluster(0, True) + cluster(2000, True) + cluster(4000, True)
+    acks = upload_bytes(endpoint, name, body)
+    assert [a["EventType"] for a in acks].count("PERSISTED") == 3, acks
+    media = video_client("kinesis-video-archived-media", endpoint)
+    assert len(media.list_fragments(StreamName=name)["Fragments"]) == 3
+
+    samples = prometheus(endpoint)
+    value = lambda metric: counter_value(samples, f"millrace_kinesisvideo_{metric}_total",  # noqa: E731
+                                         stream_name=name)
+    assert value("put_media_incoming_fragments") == 3
+    assert value("put_media_incoming_frames") == 9, "3 blocks per hand-made cluster"
+    assert value("put_media_incoming_bytes") == len(body)
+    assert value("put_media_success") == 3
+    assert value("list_fragments_success") == 1
+
+    rollup(endpoint)
+    cw = boto3.client("cloudwatch", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id="AKIDMILLRACETEST", aws_secret_access_key="secret",
+                      config=Config(retries={"mode": "standard", "total_max_attempts": 1}))
+    now = dt.datetime.now(dt.timezone.utc)
+    stats = cw.get_metric_statistics(
+        Namespace="AWS/KinesisVideo", MetricName="PutMedia.IncomingFragments", Statistics=["Sum"],
+        Period=60, Dimensions=[{"Name": "StreamName", "Value": name}],
+        StartTime=now - dt.timedelta(minutes=10), EndTime=now + dt.timedelta(minutes=5))
+    assert sum(p["Sum"] for p in stats["Datapoints"]) == 3
+
+    # A deleted stream's series go.
+    arn = video.describe_stream(StreamName=name)["StreamInfo"]["StreamARN"]
+    video.delete_stream(StreamARN=arn)
+    assert all(dict(labels).get("stream_name") != name for (n, labels) in prometheus(endpoint)
+               if n.startswith("millrace_kinesisvideo_"))
+
+
+PASSTHROUGH_SQL = """
+CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (TICKER VARCHAR(4), PRICE DOUBLE);
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
+    SELECT STREAM TICKER, PRICE FROM "SOURCE_SQL_STREAM_001";
+"""
+
+
+def test_analytics_metrics_count_input_and_output_records(kinesis, endpoint):
+    from test_analytics import analytics, describe, input_config, output_config, put, wait_records
+
+    ka = analytics(endpoint)
+    source, dest, name = unique_name("src"), unique_name("dst"), unique_name("app")
+    create_active(kinesis, source, shard_count=1)
+    create_active(kinesis, dest, shard_count=1)
+    ka.create_application(ApplicationName=name, Inputs=[input_config(source)],
+                          Outputs=[output_config("DESTINATION_SQL_STREAM", dest)],
+                          ApplicationCode=PASSTHROUGH_SQL)
+    detail = describe(ka, name)
+    input_id = detail["InputDescriptions"][0]["InputId"]
+    output_id = detail["OutputDescriptions"][0]["OutputId"]
+    ka.start_application(ApplicationName=name, InputConfigurations=[{
+        "Id": input_id, "InputStartingPositionConfiguration": {"InputStartingPosition": "TRIM_HORIZON"}}])
+    payloads = [json.dumps({"ticker": "AMZN", "price": i}).encode() for i in range(12)]
+    put(kinesis, source, payloads)
+    wait_records(kinesis, dest, len(payloads))
+
+    def flow_value(flow: str, flow_id: str, metric: str) -> float:
+        return counter_value(prometheus(endpoint), f"millrace_kinesisanalytics_{metric}_total",
+                             application=name, flow=flow, id=flow_id)
+
+    wait_until(lambda: flow_value("Output", output_id, "records") == len(payloads), 10,
+               "the output records counted")
+    assert flow_value("Input", input_id, "records") == len(payloads)
+    assert flow_value("Input", input_id, "bytes") == sum(len(p) for p in payloads)
+    assert flow_value("Output", output_id, "success") >= 1
+
+    rollup(endpoint)
+    cw = boto3.client("cloudwatch", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id="AKIDMILLRACETEST", aws_secret_access_key="secret",
+                      config=Config(retries={"mode": "standard", "total_max_attempts": 1}))
+    now = dt.datetime.now(dt.timezone.utc)
+    stats = cw.get_metric_statistics(
+        Namespace="AWS/KinesisAnalytics", MetricName="Records", Statistics=["Sum"], Period=60,
+        Dimensions=[{"Name": "Application", "Value": name}, {"Name": "Flow", "Value": "Input"},
+                    {"Name": "Id", "Value": input_id}],
+        StartTime=now - dt.timedelta(minutes=10), EndTime=now + dt.timedelta(minutes=5))
+    assert sum(p["Sum"] for p in stats["Datapoints"]) == len(payloads)
+    ka.stop_application(ApplicationName=name)

@@ -28,6 +28,7 @@
 pub mod connect;
 pub mod engine;
 pub mod input;
+pub mod metrics;
 pub mod rcf;
 pub mod reference;
 mod runner;
@@ -284,6 +285,7 @@ pub(crate) struct Inner {
     pub(crate) delivery_streams: Mutex<Option<Arc<dyn connect::DeliveryStreams>>>,
     /// Serialises control-plane writes (read-modify-write of a record and its commit).
     write: tokio::sync::Mutex<()>,
+    pub(crate) metrics: metrics::AnalyticsMetrics,
 }
 
 /// The Analytics service. Cheap to clone.
@@ -349,6 +351,7 @@ impl Analytics {
                 functions: Mutex::new(None),
                 delivery_streams: Mutex::new(None),
                 write: tokio::sync::Mutex::new(()),
+                metrics: metrics::AnalyticsMetrics::default(),
             }),
         })
     }
@@ -413,8 +416,16 @@ impl Analytics {
         }
     }
 
+    /// The `AWS/KinesisAnalytics` running totals of every application input and output:
+    /// (`account/region/application/flow/id`, [(AWS metric name, total)]), sorted by key.
+    pub fn metrics(&self) -> Vec<(String, Vec<(&'static str, u64)>)> {
+        let live: Vec<String> = self.inner.apps.lock().keys().cloned().collect();
+        self.inner.metrics.totals(&live)
+    }
+
     /// Deletes every application (`POST /moto-api/reset`).
     pub fn reset(&self) -> Result<(), String> {
+        self.inner.metrics.clear();
         let keys: Vec<String> = self.inner.apps.lock().keys().cloned().collect();
         for k in &keys {
             self.stop_runner(k);

@@ -225,6 +225,8 @@ struct Output {
     destination: Destination,
     arn: String,
     csv: bool,
+    /// The OutputId (the metrics' `Id` dimension).
+    id: String,
 }
 
 pub(crate) async fn run(inner: Arc<Inner>, app: ApplicationRecord, stop: CancellationToken) {
@@ -305,6 +307,11 @@ async fn run_inner(
             Some((destination, arn)) => outputs.push(Output {
                 stream,
                 destination,
+                id: o
+                    .get("OutputId")
+                    .and_then(Json::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
                 arn: arn.to_string(),
                 csv,
             }),
@@ -406,6 +413,7 @@ async fn run_inner(
             if output.millis_behind_latest.unwrap_or(0) > 0 {
                 caught_up = false;
             }
+            (inner.metrics).count_input(&key, input, &output);
             let source = source_streams
                 .get(i % source_streams.len().max(1))
                 .copied()
@@ -576,6 +584,7 @@ async fn send(
                 .await
             {
                 Ok(k::Response::PutRecords(result)) => {
+                    (inner.metrics).count_output(&app.key(), &output.id, &result, &batch);
                     let failed: Vec<k::PutRecordsRequestEntry> = result
                         .records
                         .iter()

@@ -188,6 +188,10 @@ impl AnalyticsService for Adapter {
     fn reset(&self) -> Result<(), String> {
         self.0.reset()
     }
+
+    fn metrics(&self) -> Vec<(String, Vec<(&'static str, u64)>)> {
+        self.0.metrics()
+    }
 }
 
 /// Starts the runners of running applications under `tracker`.

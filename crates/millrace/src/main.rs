@@ -13,6 +13,7 @@ mod cli;
 mod config;
 mod firehose;
 mod functions;
+mod logfmt;
 mod security;
 mod tables;
 mod video;
@@ -97,8 +98,8 @@ struct ServeArgs {
     /// Open shards allowed per account and region [default: 500].
     #[arg(long)]
     shard_limit: Option<u32>,
-    /// Log format: "text" or "json" [default: text].
-    #[arg(long, default_value = "text")]
+    /// Log format: "text", "json" or "logfmt" [default: text]; the access log follows it.
+    #[arg(long, default_value = "text", value_parser = ["text", "json", "logfmt"])]
     log_format: String,
     /// Log one INFO line per request (request id, operation, stream, status, latency).
     #[arg(long)]
@@ -133,10 +134,10 @@ fn init_tracing(format: &str) {
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
+    match format {
+        "json" => builder.json().init(),
+        "logfmt" => builder.event_format(logfmt::Logfmt).init(),
+        _ => builder.init(),
     }
 }
 

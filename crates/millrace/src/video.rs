@@ -68,4 +68,8 @@ impl VideoService for Adapter {
     fn reset(&self) -> Result<(), String> {
         self.0.reset().map_err(|e| e.to_string())
     }
+
+    fn metrics(&self) -> Vec<(String, Vec<(&'static str, u64)>)> {
+        self.0.metrics()
+    }
 }

@@ -55,6 +55,12 @@ pub trait AnalyticsService: Send + Sync + 'static {
 
     /// Deletes every application (`POST /moto-api/reset`).
     fn reset(&self) -> Result<(), String>;
+
+    /// The `AWS/KinesisAnalytics` running totals of every application and flow:
+    /// (`account/region/application/flow/id`, [(AWS metric name, total)]).
+    fn metrics(&self) -> Vec<(String, Vec<(&'static str, u64)>)> {
+        Vec::new()
+    }
 }
 
 /// The operation a request is for, if the Analytics service takes it.

@@ -4,10 +4,17 @@
 //!
 //! Everything else the page shows it reads through the ordinary AWS APIs on this same
 //! endpoint (ListStreams, ListShards, GetShardIterator, GetRecords, ListStreamConsumers,
-//! ListDeliveryStreams, ...), signed with a placeholder signature, which development mode
-//! accepts. With authentication configured those calls are refused and the page says so.
+//! ListDeliveryStreams, ListApplications, DescribeApplication, the video `/listStreams`,
+//! `/listFragments`, `/getHLSStreamingSessionURL`, ...). In development mode the page signs
+//! with a placeholder, which is accepted. With `[[credential]]`s configured, the calls are
+//! refused until the user signs in: the page asks for an access key id and secret access
+//! key, keeps them in the tab's `sessionStorage` only, and signs every call with SigV4 in
+//! the browser (`app.js`, HMAC-SHA256 and SHA-256 from WebCrypto), so the server checks
+//! the console's calls like any SDK's: same authentication, same policies, no bypass.
+//! WebCrypto exists only in secure contexts (https, or http on localhost/127.0.0.1).
 //!
-//! Not here: analytics applications and video streams (not served yet), live playback.
+//! Video playback: the page opens an HLS session and plays its fMP4 init segment and media
+//! fragments with Media Source Extensions (hand-written, no player library).
 
 use std::sync::Arc;
 
@@ -50,7 +57,8 @@ pub(crate) fn respond(app: &Arc<App>, path: &str) -> Response<Body> {
 }
 
 /// `{"now_ms", "streams": [{account, region, name, metrics: {AWS name: {count, sum}}}],
-/// "delivery_streams": [{account, region, name, metrics: {AWS name: total}}]}`.
+/// "delivery_streams": [{account, region, name, metrics: {AWS name: total}}],
+/// "video_streams" and "analytics": [{key: "account/region/...", metrics: {name: total}}]}`.
 fn metrics_json(app: &App) -> Value {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -86,5 +94,30 @@ fn metrics_json(app: &App) -> Value {
             json!({"account": account, "region": region, "name": name, "metrics": metrics})
         })
         .collect();
-    json!({"now_ms": now_ms, "streams": streams, "delivery_streams": delivery_streams})
+    let counters = |totals: Vec<(String, Vec<(&'static str, u64)>)>| -> Vec<Value> {
+        totals
+            .into_iter()
+            .map(|(key, counters)| {
+                let metrics: Map<String, Value> = counters
+                    .into_iter()
+                    .map(|(n, v)| (n.to_string(), json!(v)))
+                    .collect();
+                json!({"key": key, "metrics": metrics})
+            })
+            .collect()
+    };
+    let video = counters(app.video.as_ref().map(|v| v.metrics()).unwrap_or_default());
+    let analytics = counters(
+        app.analytics
+            .as_ref()
+            .map(|a| a.metrics())
+            .unwrap_or_default(),
+    );
+    json!({
+        "now_ms": now_ms,
+        "streams": streams,
+        "delivery_streams": delivery_streams,
+        "video_streams": video,
+        "analytics": analytics,
+    })
 }

@@ -161,6 +161,10 @@ pub struct App {
     pub kinesis_metrics: metrics::KinesisMetrics,
     /// Previous totals of the `AWS/Firehose` counters, for their roll-up.
     firehose_rolled: parking_lot::Mutex<metrics::CounterRollup>,
+    /// Previous totals of the `AWS/KinesisVideo` counters.
+    video_rolled: parking_lot::Mutex<metrics::CounterRollup>,
+    /// Previous totals of the `AWS/KinesisAnalytics` counters.
+    analytics_rolled: parking_lot::Mutex<metrics::CounterRollup>,
     /// Log one INFO line per request (`--access-log`).
     access_log: bool,
     /// Serves the Kinesis Video Streams REST APIs when set.
@@ -193,6 +197,8 @@ impl App {
             functions: None,
             kinesis_metrics: metrics::KinesisMetrics::default(),
             firehose_rolled: parking_lot::Mutex::new(metrics::CounterRollup::default()),
+            video_rolled: parking_lot::Mutex::new(metrics::CounterRollup::default()),
+            analytics_rolled: parking_lot::Mutex::new(metrics::CounterRollup::default()),
             access_log: false,
             video: None,
             analytics: None,
@@ -227,6 +233,26 @@ impl App {
                 tables.put_service_metrics("AWS/Firehose", at_secs, &data)?;
             }
         }
+        let counted: [(&metrics::CounterService, _, Option<Vec<_>>); 2] = [
+            (
+                &metrics::VIDEO,
+                &self.video_rolled,
+                self.video.as_ref().map(|v| v.metrics()),
+            ),
+            (
+                &metrics::ANALYTICS,
+                &self.analytics_rolled,
+                self.analytics.as_ref().map(|a| a.metrics()),
+            ),
+        ];
+        for (service, rolled, totals) in counted {
+            let Some(totals) = totals else { continue };
+            let data = rolled.lock().rollup_of(service, &totals);
+            n_datapoints += data.len();
+            if !data.is_empty() {
+                tables.put_service_metrics(service.namespace, at_secs, &data)?;
+            }
+        }
         Ok(n_datapoints)
     }
 
@@ -236,6 +262,12 @@ impl App {
         self.kinesis_metrics.render_prometheus(&mut out);
         if let Some(firehose) = &self.firehose {
             metrics::render_firehose(&firehose.metrics(), &mut out);
+        }
+        if let Some(video) = &self.video {
+            metrics::render_counters(&metrics::VIDEO, &video.metrics(), &mut out);
+        }
+        if let Some(analytics) = &self.analytics {
+            metrics::render_counters(&metrics::ANALYTICS, &analytics.metrics(), &mut out);
         }
         out
     }
@@ -826,7 +858,30 @@ async fn aws_request(
         .access_log
         .then(|| authz::resource_of(&app.streams, &ctx, &decoded))
         .and_then(|arn| metrics::stream_name_in_arn(&arn).map(str::to_string));
-    let counted = metrics::Counted::of(&decoded);
+    let mut counted = metrics::Counted::of(&decoded);
+    // Puts find their stream's counters before the action, so that a stream with
+    // shard-level metrics on gets each record's size (the response lists only shard ids).
+    let put_metrics = match &counted {
+        Some(
+            metrics::Counted::PutRecord { stream, .. }
+            | metrics::Counted::PutRecords { stream, .. },
+        ) => app
+            .kinesis_metrics
+            .stream(&ctx.account, &ctx.region, stream)
+            .inspect(|m| {
+                m.shard_level.load_once(|| {
+                    app.streams
+                        .enhanced_metrics(&ctx.account, &ctx.region, stream)
+                })
+            }),
+        _ => None,
+    };
+    if let (Some(m), Some(metrics::Counted::PutRecords { record_bytes, .. })) =
+        (&put_metrics, &mut counted)
+        && m.shard_level.any_enabled()
+    {
+        *record_bytes = metrics::record_sizes(&decoded);
+    }
     let deleted = match &decoded {
         kinesis::Request::DeleteStream(input) => input.stream_name.clone().or_else(|| {
             input
@@ -853,31 +908,62 @@ async fn aws_request(
     let started = Instant::now();
     let result = app.streams.handle(&ctx, decoded).await;
     if let Some(counted) = &counted {
-        let stream = match counted {
-            metrics::Counted::PutRecord { stream, .. }
-            | metrics::Counted::PutRecords { stream, .. } => Some(stream.clone()),
-            metrics::Counted::GetRecords { iterator } => app
-                .streams
-                .iterator_stream_arn(&ctx.account, &ctx.region, iterator)
-                .and_then(|arn| metrics::stream_name_in_arn(&arn).map(str::to_string)),
+        let throttle_message = match &result {
+            Err(millrace_streams::Error::ThroughputExceeded { message }) => Some(message.as_str()),
+            _ => None,
         };
-        if let Some(stream) = stream
-            && let Some(stream_metrics) =
-                app.kinesis_metrics
-                    .stream(&ctx.account, &ctx.region, &stream)
-        {
-            let throttled = matches!(
-                &result,
-                Err(millrace_streams::Error::ThroughputExceeded { .. })
-            );
+        let (stream_metrics, shard) = match counted {
+            metrics::Counted::PutRecord { .. } | metrics::Counted::PutRecords { .. } => (
+                put_metrics,
+                throttle_message
+                    .and_then(metrics::shard_in_throttle_message)
+                    .map(str::to_string),
+            ),
+            metrics::Counted::GetRecords { iterator } => {
+                match app.streams.iterator_stream_shard(iterator) {
+                    Some((stream, shard)) => {
+                        let found = app
+                            .kinesis_metrics
+                            .stream(&ctx.account, &ctx.region, &stream)
+                            .inspect(|m| {
+                                m.shard_level.load_once(|| {
+                                    app.streams
+                                        .enhanced_metrics(&ctx.account, &ctx.region, &stream)
+                                })
+                            });
+                        (found, Some(shard))
+                    }
+                    None => (None, None),
+                }
+            }
+        };
+        if let Some(stream_metrics) = stream_metrics {
             metrics::count(
                 &stream_metrics,
                 counted,
                 result.as_ref().ok(),
-                throttled,
+                throttle_message.is_some(),
+                shard.as_deref(),
                 started.elapsed().as_micros() as u64,
             );
         }
+    }
+    if let Ok(
+        kinesis::Response::EnableEnhancedMonitoring(output)
+        | kinesis::Response::DisableEnhancedMonitoring(output),
+    ) = &result
+        && let Some(arn) = &output.stream_arn
+        && let Some((account, region, name)) = metrics::parse_stream_arn(arn)
+        && let Some(stream_metrics) = app.kinesis_metrics.stream(account, region, name)
+    {
+        stream_metrics.shard_level.set_enabled(
+            &output
+                .desired_shard_level_metrics
+                .as_ref()
+                .map_or_else(Vec::new, |names| {
+                    names.iter().map(|n| n.as_str().to_string()).collect()
+                }),
+        );
     }
     if let (Some(stream), Ok(_)) = (&deleted, &result) {
         app.kinesis_metrics

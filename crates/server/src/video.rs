@@ -73,6 +73,12 @@ pub trait VideoService: Send + Sync + 'static {
     fn handle(&self, call: VideoCall) -> BoxFuture<'static, VideoAnswer>;
     /// Deletes every video stream (`POST /moto-api/reset`).
     fn reset(&self) -> Result<(), String>;
+
+    /// The `AWS/KinesisVideo` running totals of every video stream:
+    /// (`account/region/name`, [(AWS metric name, total)]).
+    fn metrics(&self) -> Vec<(String, Vec<(&'static str, u64)>)> {
+        Vec::new()
+    }
 }
 
 pub(crate) fn serves(app: &App, path: &str) -> bool {

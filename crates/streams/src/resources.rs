@@ -87,6 +87,27 @@ impl Streams {
         ))
     }
 
+    /// The stream name and shard id a shard iterator reads (for the shard-level metrics);
+    /// `None` for a token this installation did not issue.
+    pub fn iterator_stream_shard(&self, iterator: &str) -> Option<(String, String)> {
+        let token = IteratorToken::decode(iterator, &self.inner.secret)?;
+        Some((token.stream_name, crate::shard_id(token.shard_index)))
+    }
+
+    /// The shard-level metrics EnableEnhancedMonitoring turned on for a stream (AWS names),
+    /// empty for a stream that does not exist.
+    pub fn enhanced_metrics(&self, account: &str, region: &str, name: &str) -> Vec<String> {
+        let entry = self
+            .inner
+            .registry
+            .read()
+            .get(&stream_key(account, region, name))
+            .cloned();
+        entry.map_or_else(Vec::new, |entry| {
+            entry.view().record.enhanced_metrics.clone()
+        })
+    }
+
     /// The stream a ListShards NextToken pages through.
     pub fn list_shards_token_stream_arn(&self, token: &str) -> Option<String> {
         let fields = decode_next_token(token, 7, self.inner.now_ms()).ok()?;

@@ -471,11 +471,13 @@ pub(crate) fn put_service_metrics(
 ) -> Result<(), crate::Error> {
     let mut writes = Vec::with_capacity(data.len());
     for datum in data {
-        let dims: Vec<(String, Option<String>)> = datum
+        let mut dims: Vec<(String, Option<String>)> = datum
             .dimensions
             .iter()
             .map(|(n, v)| (n.to_string(), Some(v.clone())))
             .collect();
+        // Series are keyed by sorted dimensions, as queries sort theirs (`dimensions`).
+        dims.sort();
         let description = json!({
             "Namespace": namespace,
             "MetricName": datum.metric_name,

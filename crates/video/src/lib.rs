@@ -20,6 +20,7 @@ pub mod ts;
 
 mod api;
 mod media;
+pub mod metrics;
 mod playback;
 
 use std::collections::HashMap;
@@ -209,6 +210,7 @@ struct Inner {
     streams: Mutex<Vec<StreamMeta>>,
     data: Mutex<HashMap<u64, Arc<StreamData>>>,
     sessions: Mutex<HashMap<String, playback::Session>>,
+    metrics: metrics::VideoMetrics,
 }
 
 /// The Video Streams service.
@@ -266,6 +268,7 @@ impl Video {
                 streams: Mutex::new(streams),
                 data: Mutex::new(data),
                 sessions: Mutex::new(HashMap::new()),
+                metrics: metrics::VideoMetrics::default(),
             }),
         })
     }
@@ -359,6 +362,20 @@ impl Video {
         }
     }
 
+    /// The `AWS/KinesisVideo` running totals of every stream: (`account/region/name`,
+    /// [(AWS metric name, total)]), sorted by key (`metrics`).
+    pub fn metrics(&self) -> Vec<(String, Vec<(&'static str, u64)>)> {
+        let live: Vec<String> = (self.inner.streams.lock().iter())
+            .map(|s| format!("{}/{}/{}", s.account, s.region, s.name))
+            .collect();
+        self.inner.metrics.totals(&live)
+    }
+
+    /// Counts toward a stream's `AWS/KinesisVideo` metric.
+    fn count(&self, stream: &StreamMeta, metric: metrics::Metric, value: u64) {
+        (self.inner.metrics).add(&stream.account, &stream.region, &stream.name, metric, value);
+    }
+
     /// Deletes every stream (the test-hygiene reset).
     /// The ARN a request acts on, for authorization (`kinesisvideo:<Operation>` on it): the
     /// `StreamARN` (or `ResourceARN`) of a JSON body or PutMedia's `x-amzn-stream-arn`;
@@ -404,6 +421,7 @@ impl Video {
     }
 
     pub fn reset(&self) -> Result<(), VideoError> {
+        self.inner.metrics.clear();
         let uids: Vec<u64> = {
             let mut streams = self.inner.streams.lock();
             let uids = streams.iter().map(|s| s.uid).collect();

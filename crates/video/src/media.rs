@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::api::{int_field, str_field};
 use crate::error::{AckError, VideoError};
+use crate::metrics::Metric;
 use crate::mkv::{self, IngestEvent};
 use crate::store::{FragmentEntry, read_fragment};
 use crate::{
@@ -272,6 +273,7 @@ impl Video {
                 json!(format!("{}_{kind_text}_{start}_{end}", last.seq)),
             );
         }
+        self.count(&stream, Metric::ListFragmentsSuccess, 1);
         Ok(Answer::json(&answer))
     }
 
@@ -328,8 +330,9 @@ impl Video {
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(GET_MEDIA_QUEUE_MAX);
         let video = self.clone();
         let uid = stream.uid;
+        self.count(&stream, Metric::GetMediaSuccess, 1);
         tokio::spawn(async move {
-            video.get_media_task(uid, data, after, tx).await;
+            video.get_media_task(uid, data, after, tx, &stream).await;
         });
         Ok(Answer {
             status: 200,
@@ -346,6 +349,7 @@ impl Video {
         data: Arc<StreamData>,
         mut after: u64,
         tx: tokio::sync::mpsc::Sender<Bytes>,
+        stream: &StreamMeta,
     ) {
         let mut appended = data.appended.subscribe();
         let idle = Duration::from_millis(self.inner.config.get_media_idle_ms);
@@ -376,9 +380,12 @@ impl Video {
                 }
                 Err(_) => return,
             };
+            let n_bytes = chunk.len() as u64;
             if tx.send(Bytes::from(chunk)).await.is_err() {
                 return;
             }
+            self.count(stream, Metric::GetMediaOutgoingBytes, n_bytes);
+            self.count(stream, Metric::GetMediaOutgoingFragments, 1);
         }
     }
 
@@ -517,6 +524,8 @@ impl Upload {
                 }
             };
             events.clear();
+            let n_bytes = chunk.as_ref().map_or(0, |c| c.len() as u64);
+            (self.video).count(&self.stream, Metric::PutMediaIncomingBytes, n_bytes);
             let result = match &chunk {
                 Some(bytes) => ingest.push(bytes, &mut events),
                 None => ingest.finish(&mut events),
@@ -536,6 +545,7 @@ impl Upload {
                         current = Some((seq, number, timecode_ms, server_ms));
                     }
                     IngestEvent::Fragment(fragment) => {
+                        let n_frames = fragment.n_frames as u64;
                         let Some((seq, number, _, server_ms)) = current.take() else {
                             self.send(error_ack(
                                 AckError::InternalError,
@@ -568,6 +578,17 @@ impl Upload {
                             .await
                         {
                             Ok(()) => {
+                                (self.video).count(
+                                    &self.stream,
+                                    Metric::PutMediaIncomingFragments,
+                                    1,
+                                );
+                                (self.video).count(
+                                    &self.stream,
+                                    Metric::PutMediaIncomingFrames,
+                                    n_frames,
+                                );
+                                (self.video).count(&self.stream, Metric::PutMediaSuccess, 1);
                                 if !self
                                     .send(ack("PERSISTED", fragment.timecode_ms, Some(&number)))
                                     .await

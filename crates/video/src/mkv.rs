@@ -458,6 +458,8 @@ pub enum IngestEvent {
 pub struct CompleteFragment {
     pub timecode_ms: i64,
     pub duration_ms: i64,
+    /// Frames (blocks) in the cluster, for the `PutMedia.IncomingFrames` metric.
+    pub n_frames: usize,
     /// The session header, then the cluster with a known size.
     pub header: std::sync::Arc<Vec<u8>>,
     pub cluster: Vec<u8>,
@@ -733,6 +735,7 @@ impl Ingest {
         events.push(IngestEvent::Fragment(CompleteFragment {
             timecode_ms,
             duration_ms,
+            n_frames: cluster.parsed.frames.len(),
             header,
             cluster: bytes,
         }));

@@ -14,28 +14,74 @@ let pageUpdate = null; // called after each metrics poll with the current page's
 const $ = (sel, root = document) => root.querySelector(sel);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 
-// ---- AWS calls (development mode accepts a placeholder signature) ----
-async function aws(service, target, op, body) {
-  const res = await fetch("/", {
-    method: "POST",
-    headers: {
-      "Content-Type": "application/x-amz-json-1.1",
-      "X-Amz-Target": `${target}.${op}`,
-      "X-Amz-Date": "20260101T000000Z",
-      "Authorization": `AWS4-HMAC-SHA256 Credential=console/20260101/${region}/${service}/aws4_request, SignedHeaders=host;x-amz-date, Signature=0`,
-    },
-    body: JSON.stringify(body || {}),
-  });
-  const text = await res.text();
+// ---- SigV4 in the browser (WebCrypto) ----
+// Credentials the user typed live in this tab's sessionStorage only. Without them the page
+// signs with a placeholder, which development mode accepts and an authenticating server
+// refuses (then the sign-in form shows).
+const enc = new TextEncoder();
+const hex = (buf) => Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, "0")).join("");
+const sha256 = async (data) => hex(await crypto.subtle.digest("SHA-256", typeof data === "string" ? enc.encode(data) : data));
+async function hmac(key, text) {
+  const k = await crypto.subtle.importKey("raw", typeof key === "string" ? enc.encode(key) : key, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  return crypto.subtle.sign("HMAC", k, enc.encode(text));
+}
+function credentials() {
+  try { return JSON.parse(sessionStorage.getItem("millrace.credentials") || "null"); } catch (_) { return null; }
+}
+const uriEncode = (s) => encodeURIComponent(s).replace(/[!'()*]/g, (c) => "%" + c.charCodeAt(0).toString(16).toUpperCase());
+
+// The headers of a signed request: `headers` (lower-case names) plus x-amz-date and
+// Authorization, over host, every given header and the body's SHA-256.
+async function sign(service, method, path, headers, body) {
+  const cred = credentials();
+  const amzDate = new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d{3}/, "");
+  const day = amzDate.slice(0, 8);
+  const scope = `${day}/${region}/${service}/aws4_request`;
+  const all = { ...headers, "x-amz-date": amzDate };
+  if (cred && cred.sessionToken) all["x-amz-security-token"] = cred.sessionToken;
+  if (!cred || !window.crypto || !crypto.subtle) {
+    all.authorization = `AWS4-HMAC-SHA256 Credential=console/${scope}, SignedHeaders=host;x-amz-date, Signature=0`;
+    return all;
+  }
+  const signed = { host: location.host, ...all };
+  const names = Object.keys(signed).map((n) => n.toLowerCase()).sort();
+  const lower = Object.fromEntries(Object.entries(signed).map(([k, v]) => [k.toLowerCase(), String(v).trim()]));
+  const canonicalPath = path.split("/").map(uriEncode).join("/");
+  const canonical = [method, canonicalPath, "", names.map((n) => `${n}:${lower[n]}\n`).join(""), names.join(";"), await sha256(body)].join("\n");
+  const toSign = ["AWS4-HMAC-SHA256", amzDate, scope, await sha256(canonical)].join("\n");
+  let key = await hmac("AWS4" + cred.secretAccessKey, day);
+  for (const part of [region, service, "aws4_request"]) key = await hmac(key, part);
+  const signature = hex(await hmac(key, toSign));
+  all.authorization = `AWS4-HMAC-SHA256 Credential=${cred.accessKeyId}/${scope}, SignedHeaders=${names.join(";")}, Signature=${signature}`;
+  return all;
+}
+
+const AUTH_ERRORS = /MissingAuthenticationToken|UnrecognizedClient|InvalidSignature|IncompleteSignature|SignatureDoesNotMatch|ExpiredToken|InvalidClientTokenId/;
+
+async function call(service, method, path, headers, body, label) {
+  const text = JSON.stringify(body || {});
+  const res = await fetch(path, { method, headers: await sign(service, method, path, headers, text), body: text });
+  const answer = await res.text();
   let json = {};
-  try { json = text ? JSON.parse(text) : {}; } catch (_) { json = {}; }
+  try { json = answer ? JSON.parse(answer) : {}; } catch (_) { json = {}; }
   if (!res.ok) {
-    const err = new Error(`${op}: ${json.__type || res.status} ${json.message || json.Message || ""}`);
-    err.type = json.__type;
+    const type = json.__type || res.headers.get("x-amzn-ErrorType") || String(res.status);
+    const err = new Error(`${label}: ${type} ${json.message || json.Message || ""}`);
+    err.type = type;
     throw err;
   }
   return json;
 }
+
+// ---- AWS calls ----
+function aws(service, target, op, body) {
+  return call(service, "POST", "/", { "content-type": "application/x-amz-json-1.1", "x-amz-target": `${target}.${op}` }, body, op);
+}
+// The Video Streams REST APIs (POST /listStreams, /listFragments, ...).
+function kvs(path, body) {
+  return call("kinesisvideo", "POST", path, { "content-type": "application/json" }, body, path.slice(1));
+}
+const analytics = (op, body) => aws("kinesisanalytics", "KinesisAnalytics_20150814", op, body);
 const kinesis = (op, body) => aws("kinesis", "Kinesis_20131202", op, body);
 const firehose = (op, body) => aws("firehose", "Firehose_20150804", op, body);
 
@@ -68,10 +114,13 @@ async function poll() {
   try {
     const res = await fetch("/console/api/metrics");
     const m = await res.json();
-    const streams = new Map(), delivery = new Map();
+    const streams = new Map(), delivery = new Map(), video = new Map(), analyticsFlows = new Map();
     for (const s of m.streams || []) streams.set(`${s.region}/${s.name}`, s.metrics);
     for (const d of m.delivery_streams || []) delivery.set(`${d.region}/${d.name}`, d.metrics);
-    history.push({ t: m.now_ms || Date.now(), streams, delivery });
+    // Keys are account/region/name (video) and account/region/app/flow/id (analytics).
+    for (const v of m.video_streams || []) video.set(v.key.split("/").slice(1).join("/"), v.metrics);
+    for (const a of m.analytics || []) analyticsFlows.set(a.key, a.metrics);
+    history.push({ t: m.now_ms || Date.now(), streams, delivery, video, analytics: analyticsFlows });
     if (history.length > HISTORY_MAX) history.shift();
     if (pageUpdate) pageUpdate();
   } catch (e) {
@@ -168,9 +217,37 @@ function setNav(which) {
 }
 
 function showError(e) {
-  const hint = e.type && /Signature|Token|Credential|AccessDenied/.test(e.type)
-    ? " Authentication is configured on this server; the console works in development mode only." : "";
-  $("#main").innerHTML = `<div class="card error">${esc(e.message)}${esc(hint)}</div>`;
+  if (e.type && AUTH_ERRORS.test(e.type)) return showLogin(e);
+  $("#main").innerHTML = `<div class="card error">${esc(e.message)}</div>`;
+}
+
+// The sign-in form: shown when the server refuses the console's calls for want of valid
+// credentials. The keys stay in this tab (sessionStorage) and sign every call (SigV4).
+function showLogin(e) {
+  const secure = !!(window.crypto && crypto.subtle);
+  $("#main").innerHTML = `<div class="card login"><h1>Sign in</h1>
+    <p class="muted">This server checks AWS signatures. The console signs its calls in this browser with the keys you give (kept for this tab only).</p>
+    ${secure ? "" : `<p class="error">This page is not a secure context (https, or http on localhost), so the browser offers no WebCrypto to sign with.</p>`}
+    <p class="error" id="login-error">${credentials() ? esc(e.message) : ""}</p>
+    <form id="login"><label>Access key id<input id="login-key" autocomplete="username" spellcheck="false" size="28"></label>
+    <label>Secret access key<input id="login-secret" type="password" autocomplete="current-password" size="28"></label>
+    <label>Session token (optional)<input id="login-token" size="28" spellcheck="false"></label>
+    <button type="submit" id="login-submit">Sign in</button></form></div>`;
+  $("#login").onsubmit = (ev) => {
+    ev.preventDefault();
+    const cred = { accessKeyId: $("#login-key").value.trim(), secretAccessKey: $("#login-secret").value, sessionToken: $("#login-token").value.trim() || undefined };
+    sessionStorage.setItem("millrace.credentials", JSON.stringify(cred));
+    showSignedIn();
+    route();
+  };
+}
+
+function showSignedIn() {
+  const cred = credentials();
+  const el = $("#signed-in");
+  if (!el) return;
+  el.innerHTML = cred ? `${esc(cred.accessKeyId)} · <a href="#" id="logout">sign out</a>` : "";
+  if (cred) $("#logout").onclick = (ev) => { ev.preventDefault(); sessionStorage.removeItem("millrace.credentials"); showSignedIn(); route(); };
 }
 
 async function pageStreams() {
@@ -391,12 +468,224 @@ async function pageFirehose() {
   pageUpdate();
 }
 
+// ---- analytics applications ----
+// The running totals of an application's flows: {Input: {id: metrics}, Output: {...}}.
+function analyticsTotals(name) {
+  const last = history[history.length - 1];
+  const out = { Input: {}, Output: {} };
+  for (const [key, m] of (last?.analytics || new Map())) {
+    const [, r, app, flow, id] = key.split("/");
+    if (r === region && app === name && out[flow]) out[flow][id] = m;
+  }
+  return out;
+}
+
+async function pageAnalytics() {
+  setNav("analytics");
+  const list = await analytics("ListApplications", { Limit: 50 });
+  const apps = list.ApplicationSummaries || [];
+  $("#main").innerHTML = `<h1>Analytics applications</h1><p class="muted">${apps.length} in ${esc(region)}</p>
+    <div class="card">${apps.length ? `<table id="applications"><thead><tr><th>Application</th><th>Status</th><th class="num">Records in</th><th class="num">Records out</th></tr></thead><tbody>
+    ${apps.map((a) => `<tr data-name="${esc(a.ApplicationName)}"><td><a href="#/analytics/${encodeURIComponent(a.ApplicationName)}">${esc(a.ApplicationName)}</a></td>
+      <td><span class="badge ${esc(a.ApplicationStatus)}">${esc(a.ApplicationStatus)}</span></td><td class="num in">–</td><td class="num out">–</td></tr>`).join("")}</tbody></table>`
+      : `<div class="empty">No SQL applications.</div>`}</div>`;
+  pageUpdate = () => {
+    document.querySelectorAll("#applications tbody tr").forEach((tr) => {
+      const t = analyticsTotals(tr.dataset.name);
+      const sum = (flow) => Object.values(t[flow]).reduce((a, m) => a + (m.Records || 0), 0);
+      $(".in", tr).textContent = fmt(sum("Input"));
+      $(".out", tr).textContent = fmt(sum("Output"));
+    });
+  };
+  pageUpdate();
+}
+
+async function pageApplication(name) {
+  setNav("analytics");
+  const d = (await analytics("DescribeApplication", { ApplicationName: name })).ApplicationDetail;
+  const arnName = (arn) => String(arn || "").split("/").pop();
+  const streamLink = (arn) => arn && arn.includes(":kinesis:") && arn.includes(":stream/")
+    ? `<a href="#/stream/${encodeURIComponent(arnName(arn))}">${esc(arnName(arn))}</a>` : esc(arn || "–");
+  const inputs = d.InputDescriptions || [], outputs = d.OutputDescriptions || [];
+  $("#main").innerHTML = `<h1>${esc(name)} <span class="badge ${esc(d.ApplicationStatus)}">${esc(d.ApplicationStatus)}</span></h1>
+    <p class="muted">${esc(d.ApplicationARN)} · version ${esc(d.ApplicationVersionId)}</p>
+    <div class="grid">
+      <div class="card"><h2>Inputs</h2><table id="inputs"><thead><tr><th>Id</th><th>In-application stream</th><th>Source</th><th class="num">Records read</th><th class="num">Bytes</th></tr></thead><tbody>
+        ${inputs.map((i) => `<tr data-id="${esc(i.InputId)}"><td>${esc(i.InputId)}</td><td>${esc((i.InAppStreamNames || [i.NamePrefix]).join(", "))}</td>
+          <td>${streamLink(i.KinesisStreamsInputDescription?.ResourceARN || i.KinesisFirehoseInputDescription?.ResourceARN)}</td><td class="num records">–</td><td class="num bytes">–</td></tr>`).join("")}</tbody></table></div>
+      <div class="card"><h2>Outputs</h2><table id="outputs"><thead><tr><th>Id</th><th>In-application stream</th><th>Destination (recent rows: its record browser)</th><th class="num">Records sent</th><th class="num">Deliveries</th></tr></thead><tbody>
+        ${outputs.map((o) => `<tr data-id="${esc(o.OutputId)}"><td>${esc(o.OutputId)}</td><td>${esc(o.Name)}</td>
+          <td>${streamLink(o.KinesisStreamsOutputDescription?.ResourceARN || o.KinesisFirehoseOutputDescription?.ResourceARN || o.LambdaOutputDescription?.ResourceARN)}</td><td class="num records">–</td><td class="num success">–</td></tr>`).join("")}</tbody></table></div>
+    </div>
+    <div class="card" style="margin-top:16px"><h2>SQL code</h2><pre class="data sql" id="sql">${esc(d.ApplicationCode || "")}</pre></div>`;
+  pageUpdate = () => {
+    const t = analyticsTotals(name);
+    for (const [table, flow] of [["#inputs", "Input"], ["#outputs", "Output"]]) {
+      document.querySelectorAll(`${table} tbody tr`).forEach((tr) => {
+        const m = t[flow][tr.dataset.id] || {};
+        $(".records", tr).textContent = fmt(m.Records || 0);
+        const other = $(".bytes", tr) || $(".success", tr);
+        other.textContent = fmt((flow === "Input" ? m.Bytes : m.Success) || 0);
+      });
+    }
+  };
+  pageUpdate();
+}
+
+// ---- video streams ----
+function videoTotals(name) {
+  const last = history[history.length - 1];
+  return last?.video?.get(`${region}/${name}`) || {};
+}
+
+async function pageVideo() {
+  setNav("video");
+  const list = await kvs("/listStreams", { MaxResults: 100 });
+  const streams = list.StreamInfoList || [];
+  $("#main").innerHTML = `<h1>Video streams</h1><p class="muted">${streams.length} in ${esc(region)}</p>
+    <div class="card">${streams.length ? `<table id="video-streams"><thead><tr><th>Stream</th><th>Status</th><th>Media type</th><th class="num">Retention</th><th class="num">Fragments in</th><th class="num">Bytes in</th></tr></thead><tbody>
+    ${streams.map((s) => `<tr data-name="${esc(s.StreamName)}"><td><a href="#/video/${encodeURIComponent(s.StreamName)}">${esc(s.StreamName)}</a></td>
+      <td><span class="badge ${esc(s.Status)}">${esc(s.Status)}</span></td><td>${esc(s.MediaType || "–")}</td><td class="num">${esc(s.DataRetentionInHours ?? 0)} h</td>
+      <td class="num frags">–</td><td class="num bytes">–</td></tr>`).join("")}</tbody></table>`
+      : `<div class="empty">No video streams.</div>`}</div>`;
+  pageUpdate = () => {
+    document.querySelectorAll("#video-streams tbody tr").forEach((tr) => {
+      const m = videoTotals(tr.dataset.name);
+      $(".frags", tr).textContent = fmt(m["PutMedia.IncomingFragments"] || 0);
+      $(".bytes", tr).textContent = fmt(m["PutMedia.IncomingBytes"] || 0);
+    });
+  };
+  pageUpdate();
+}
+
+const FRAGMENTS_SHOWN_MAX = 200;
+
+async function pageVideoStream(name) {
+  setNav("video");
+  const info = (await kvs("/describeStream", { StreamName: name })).StreamInfo;
+  const fragments = [];
+  let body = { StreamName: name, MaxResults: 1000 };
+  for (let page = 0; page < 10; page++) {
+    const r = await kvs("/listFragments", body);
+    fragments.push(...(r.Fragments || []));
+    if (!r.NextToken) break;
+    body = { StreamName: name, NextToken: r.NextToken, MaxResults: 1000 };
+  }
+  fragments.sort((a, b) => (a.ProducerTimestamp || 0) - (b.ProducerTimestamp || 0));
+  const shown = fragments.slice(-FRAGMENTS_SHOWN_MAX);
+  const time = (t) => new Date((t || 0) * 1000).toLocaleTimeString();
+  $("#main").innerHTML = `<h1>${esc(name)} <span class="badge ${esc(info.Status)}">${esc(info.Status)}</span></h1>
+    <p class="muted">${esc(info.StreamARN)} · ${esc(info.MediaType || "")} · retention ${esc(info.DataRetentionInHours ?? 0)} h</p>
+    <div class="grid">
+      <div class="card"><h2>Live playback (HLS, fMP4, Media Source Extensions)</h2>
+        <video id="player" muted playsinline controls style="width:100%;background:#000;aspect-ratio:16/9"></video>
+        <div class="controls"><button id="play" ${fragments.length ? "" : "disabled"}>Play from the first fragment</button><span class="muted" id="player-status"></span></div></div>
+      <div class="card"><h2>Ingest</h2><dl class="kv"><dt>Fragments stored</dt><dd id="n-fragments">${fragments.length}</dd>
+        <dt>Fragments in</dt><dd id="frags-in">–</dd><dt>Frames in</dt><dd id="frames-in">–</dd><dt>Bytes in</dt><dd id="bytes-in">–</dd></dl></div>
+    </div>
+    <div class="card" style="margin-top:16px"><h2>Fragments${fragments.length > shown.length ? ` (the newest ${shown.length})` : ""}</h2>
+      ${shown.length ? `<table id="fragments"><thead><tr><th>Fragment number</th><th>Producer time</th><th>Server time</th><th class="num">Length (ms)</th><th class="num">Size</th></tr></thead><tbody>
+      ${shown.map((f) => `<tr class="fragment"><td class="muted" style="font-size:11px">${esc(f.FragmentNumber)}</td><td>${esc(time(f.ProducerTimestamp))}</td><td>${esc(time(f.ServerTimestamp))}</td>
+        <td class="num">${esc(f.FragmentLengthInMilliseconds)}</td><td class="num">${esc(fmt(f.FragmentSizeInBytes))}</td></tr>`).join("")}</tbody></table>`
+      : `<div class="empty">No fragments yet: upload with PutMedia.</div>`}</div>`;
+  pageUpdate = () => {
+    const m = videoTotals(name);
+    $("#frags-in").textContent = fmt(m["PutMedia.IncomingFragments"] || 0);
+    $("#frames-in").textContent = fmt(m["PutMedia.IncomingFrames"] || 0);
+    $("#bytes-in").textContent = fmt(m["PutMedia.IncomingBytes"] || 0);
+  };
+  pageUpdate();
+  $("#play").onclick = () => {
+    const start = Math.min(...fragments.map((f) => f.ServerTimestamp || 0));
+    playHls(name, start).catch((e) => { $("#player-status").textContent = e.message; $("#player").dataset.error = e.message; });
+  };
+}
+
+// The `avc1.PPCCLL` codec string from the avcC box of an fMP4 init segment.
+function avcCodec(bytes) {
+  for (let i = 4; i + 8 < bytes.length; i++) {
+    if (bytes[i] === 0x61 && bytes[i + 1] === 0x76 && bytes[i + 2] === 0x63 && bytes[i + 3] === 0x43) {
+      const h = (b) => b.toString(16).padStart(2, "0");
+      return `avc1.${h(bytes[i + 5])}${h(bytes[i + 6])}${h(bytes[i + 7])}`;
+    }
+  }
+  return "avc1.42E01E";
+}
+
+const PLAYLIST_POLL_MS = 2000;
+const PLAYER_SEGMENTS_MAX = 10000;
+let playerRun = 0; // a new playback (or page) stops the previous one
+
+// Plays an HLS session with MSE: the media playlist's EXT-X-MAP init segment, then every
+// media fragment in order, polling the playlist for new ones (LIVE_REPLAY from `start`).
+async function playHls(name, start) {
+  const run = ++playerRun;
+  const status = (t) => { $("#player-status").textContent = t; };
+  const session = await kvs("/getHLSStreamingSessionURL", {
+    StreamName: name, PlaybackMode: "LIVE_REPLAY",
+    HLSFragmentSelector: { FragmentSelectorType: "SERVER_TIMESTAMP", TimestampRange: { StartTimestamp: start } },
+  });
+  const base = new URL(session.HLSStreamingSessionURL, location.href);
+  const fetchText = async (url) => { const r = await fetch(url); if (!r.ok) throw new Error(`${url.pathname}: ${r.status}`); return r.text(); };
+  const fetchBytes = async (url) => { const r = await fetch(url); if (!r.ok) throw new Error(`${url.pathname}: ${r.status}`); return new Uint8Array(await r.arrayBuffer()); };
+  const master = await fetchText(base);
+  const mediaLine = master.split("\n").map((l) => l.trim()).find((l) => l && !l.startsWith("#"));
+  if (!mediaLine) throw new Error("the master playlist names no media playlist");
+  const mediaUrl = new URL(mediaLine, base);
+  const video = $("#player");
+  let playlist = await fetchText(mediaUrl);
+  const map = /#EXT-X-MAP:URI="([^"]+)"/.exec(playlist);
+  if (!map) throw new Error("the media playlist has no EXT-X-MAP init segment");
+  const init = await fetchBytes(new URL(map[1], mediaUrl));
+  const type = `video/mp4; codecs="${avcCodec(init)}"`;
+  video.dataset.codec = type;
+  video.dataset.supported = String(window.MediaSource ? MediaSource.isTypeSupported(type) : false);
+  if (!window.MediaSource || !MediaSource.isTypeSupported(type)) throw new Error(`this browser cannot play ${type}`);
+  const source = new MediaSource();
+  video.src = URL.createObjectURL(source);
+  await new Promise((ok) => source.addEventListener("sourceopen", ok, { once: true }));
+  const buffer = source.addSourceBuffer(type);
+  const append = (bytes) => new Promise((ok, fail) => {
+    buffer.addEventListener("updateend", ok, { once: true });
+    buffer.addEventListener("error", () => fail(new Error("the browser refused a segment")), { once: true });
+    buffer.appendBuffer(bytes);
+  });
+  await append(init);
+  const done = new Set();
+  let appended = 0;
+  while (run === playerRun && document.body.contains(video) && appended < PLAYER_SEGMENTS_MAX) {
+    const uris = playlist.split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+    for (const uri of uris) {
+      const number = /FragmentNumber=(\d+)/.exec(uri)?.[1] || uri;
+      if (done.has(number)) continue;
+      done.add(number);
+      await append(await fetchBytes(new URL(uri, mediaUrl)));
+      appended++;
+      video.dataset.segments = String(appended);
+      status(`${appended} fragment${appended === 1 ? "" : "s"} buffered`);
+      if (appended === 1) {
+        // Fragments carry their own timeline (producer time), not 0: start where they are.
+        if (buffer.buffered.length && video.currentTime < buffer.buffered.start(0)) video.currentTime = buffer.buffered.start(0);
+        video.play().catch(() => {});
+      }
+    }
+    if (/#EXT-X-ENDLIST/.test(playlist)) break;
+    await new Promise((ok) => setTimeout(ok, PLAYLIST_POLL_MS));
+    playlist = await fetchText(mediaUrl);
+  }
+}
+
 async function route() {
   pageUpdate = null;
+  playerRun++;
   const hash = location.hash || "#/";
   try {
     if (hash.startsWith("#/stream/")) await pageStream(decodeURIComponent(hash.slice(9)));
     else if (hash.startsWith("#/firehose")) await pageFirehose();
+    else if (hash.startsWith("#/analytics/")) await pageApplication(decodeURIComponent(hash.slice(12)));
+    else if (hash.startsWith("#/analytics")) await pageAnalytics();
+    else if (hash.startsWith("#/video/")) await pageVideoStream(decodeURIComponent(hash.slice(8)));
+    else if (hash.startsWith("#/video")) await pageVideo();
     else await pageStreams();
     document.body.dataset.page = hash;
   } catch (e) {
@@ -405,6 +694,7 @@ async function route() {
 }
 
 $("#region").value = region;
+showSignedIn();
 $("#region").addEventListener("change", (e) => {
   region = e.target.value.trim() || "us-east-1";
   localStorage.setItem("millrace.region", region);
