@@ -1370,6 +1370,248 @@ impl Acc {
     }
 }
 
+/// The aggregates of one sliding-window partition, updated as rows enter and leave its
+/// buffer, so a row costs O(1) amortized instead of a pass over the whole range (a 1-second
+/// RANGE at 58k rows/s over 16 keys held 3,600 rows per key, and recomputing them for every
+/// row capped the engine at about 1,000 rows/s).
+#[derive(Debug, Clone, PartialEq, Default)]
+struct SlideState {
+    /// Rows of the buffer it accounts for; any other count (after a restore) rebuilds it.
+    rows: usize,
+    /// The sequence number of the buffer's front row.
+    front_seq: u64,
+    /// One per aggregate of the pump (`Other` for those of other windows).
+    accs: Vec<SlideAcc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum SlideAcc {
+    Other,
+    Count(i64),
+    /// Integers exactly (wrapping, as `Acc::Sum`), other numbers as floats; `n` non-nulls,
+    /// `n_float` of them not integers (then the sum is a float).
+    Sum {
+        int: i64,
+        float: f64,
+        n: i64,
+        n_float: i64,
+    },
+    Avg {
+        sum: f64,
+        n: i64,
+    },
+    /// MIN or MAX: a monotonic queue of (sequence number, value); its front is the answer,
+    /// the earliest of equal extremes, as `Acc` keeps.
+    Extreme {
+        max: bool,
+        queue: VecDeque<(u64, Value)>,
+    },
+    /// FIRST_VALUE and LAST_VALUE read the buffer's ends.
+    First,
+    Last,
+}
+
+impl SlideState {
+    fn build(specs: &[AggSpec], window: usize, buffer: &VecDeque<Row>) -> SlideState {
+        let mut state = SlideState {
+            rows: 0,
+            front_seq: 0,
+            accs: specs
+                .iter()
+                .map(|spec| {
+                    if spec.window != Some(window) {
+                        return SlideAcc::Other;
+                    }
+                    match spec.func {
+                        AggFunc::Count => SlideAcc::Count(0),
+                        AggFunc::Sum => SlideAcc::Sum {
+                            int: 0,
+                            float: 0.0,
+                            n: 0,
+                            n_float: 0,
+                        },
+                        AggFunc::Avg => SlideAcc::Avg { sum: 0.0, n: 0 },
+                        AggFunc::Min | AggFunc::Max => SlideAcc::Extreme {
+                            max: spec.func == AggFunc::Max,
+                            queue: VecDeque::new(),
+                        },
+                        AggFunc::First => SlideAcc::First,
+                        AggFunc::Last => SlideAcc::Last,
+                    }
+                })
+                .collect(),
+        };
+        for row in buffer {
+            state.push(specs, window, row);
+        }
+        state
+    }
+
+    fn push(&mut self, specs: &[AggSpec], window: usize, row: &Row) {
+        let seq = self.front_seq + self.rows as u64;
+        self.rows += 1;
+        for (acc, spec) in self.accs.iter_mut().zip(specs) {
+            if spec.window != Some(window) {
+                continue;
+            }
+            let v = arg_of(spec, row);
+            match acc {
+                SlideAcc::Count(n) => {
+                    if v.as_ref().is_none_or(|v| !v.is_null()) {
+                        *n += 1;
+                    }
+                }
+                SlideAcc::Sum {
+                    int,
+                    float,
+                    n,
+                    n_float,
+                } => match v {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Int(i)) => {
+                        *int = int.wrapping_add(i);
+                        *n += 1;
+                    }
+                    Some(other) => {
+                        *float += other.as_f64().unwrap_or(0.0);
+                        *n += 1;
+                        *n_float += 1;
+                    }
+                },
+                SlideAcc::Avg { sum, n } => {
+                    if let Some(f) = v.as_ref().and_then(Value::as_f64) {
+                        *sum += f;
+                        *n += 1;
+                    }
+                }
+                SlideAcc::Extreme { max, queue } => {
+                    if let Some(v) = v.filter(|v| !v.is_null()) {
+                        let beats = if *max {
+                            std::cmp::Ordering::Greater
+                        } else {
+                            std::cmp::Ordering::Less
+                        };
+                        while queue
+                            .back()
+                            .is_some_and(|(_, back)| v.compare(back) == Some(beats))
+                        {
+                            queue.pop_back();
+                        }
+                        queue.push_back((seq, v));
+                    }
+                }
+                SlideAcc::Other | SlideAcc::First | SlideAcc::Last => {}
+            }
+        }
+    }
+
+    /// `row` has just left the front of the buffer.
+    fn pop(&mut self, specs: &[AggSpec], window: usize, row: &Row) {
+        let seq = self.front_seq;
+        self.front_seq += 1;
+        self.rows = self.rows.saturating_sub(1);
+        for (acc, spec) in self.accs.iter_mut().zip(specs) {
+            if spec.window != Some(window) {
+                continue;
+            }
+            match acc {
+                SlideAcc::Count(n) => {
+                    if arg_of(spec, row).as_ref().is_none_or(|v| !v.is_null()) {
+                        *n -= 1;
+                    }
+                }
+                SlideAcc::Sum {
+                    int,
+                    float,
+                    n,
+                    n_float,
+                } => match arg_of(spec, row) {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Int(i)) => {
+                        *int = int.wrapping_sub(i);
+                        *n -= 1;
+                    }
+                    Some(other) => {
+                        *float -= other.as_f64().unwrap_or(0.0);
+                        *n -= 1;
+                        *n_float -= 1;
+                        if *n_float == 0 {
+                            // No float left: drop the rounding the removals left behind.
+                            *float = 0.0;
+                        }
+                    }
+                },
+                SlideAcc::Avg { sum, n } => {
+                    if let Some(f) = arg_of(spec, row).as_ref().and_then(Value::as_f64) {
+                        *sum -= f;
+                        *n -= 1;
+                        if *n == 0 {
+                            *sum = 0.0;
+                        }
+                    }
+                }
+                SlideAcc::Extreme { queue, .. } => {
+                    if queue.front().is_some_and(|(front, _)| *front == seq) {
+                        queue.pop_front();
+                    }
+                }
+                SlideAcc::Other | SlideAcc::First | SlideAcc::Last => {}
+            }
+        }
+    }
+}
+
+impl SlideAcc {
+    fn result(&self, spec: &AggSpec, buffer: &VecDeque<Row>) -> Value {
+        match self {
+            SlideAcc::Other => Value::Null,
+            SlideAcc::Count(n) => Value::Int(*n),
+            SlideAcc::Sum {
+                int,
+                float,
+                n,
+                n_float,
+            } => {
+                if *n == 0 {
+                    Value::Null
+                } else if *n_float == 0 {
+                    Value::Int(*int)
+                } else {
+                    Value::Float(*int as f64 + float)
+                }
+            }
+            SlideAcc::Avg { sum, n } => {
+                if *n == 0 {
+                    Value::Null
+                } else {
+                    Value::Float(sum / *n as f64)
+                }
+            }
+            SlideAcc::Extreme { queue, .. } => {
+                queue.front().map_or(Value::Null, |(_, v)| v.clone())
+            }
+            SlideAcc::First => buffer
+                .front()
+                .and_then(|row| arg_of(spec, row))
+                .unwrap_or(Value::Null),
+            SlideAcc::Last => buffer
+                .back()
+                .and_then(|row| arg_of(spec, row))
+                .unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// An aggregate's argument evaluated on `row` (`None` for `COUNT(*)`).
+fn arg_of(spec: &AggSpec, row: &Row) -> Option<Value> {
+    let no_aggs: [Value; 0] = [];
+    let env = Env {
+        row,
+        aggs: &no_aggs,
+    };
+    spec.arg.as_ref().map(|a| eval(a, &env))
+}
+
 /// One group of an open tumbling window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Group {
@@ -1395,6 +1637,11 @@ enum PumpState {
     },
     Sliding {
         partitions: Vec<HashMap<String, VecDeque<Row>>>,
+        /// Per window and partition: the aggregates of the partition's buffer, kept up to
+        /// date row by row. Derived from `partitions`, so not checkpointed: after a restore
+        /// each is rebuilt from its buffer on the partition's next row.
+        #[serde(skip)]
+        aggregates: Vec<HashMap<String, SlideState>>,
     },
     /// Open stagger windows in opening order, which is closing order (one range for all).
     Stagger {
@@ -1484,6 +1731,7 @@ impl Engine {
                 },
                 PumpKind::Sliding { windows } => PumpState::Sliding {
                     partitions: vec![HashMap::new(); windows.len()],
+                    aggregates: vec![HashMap::new(); windows.len()],
                 },
                 PumpKind::Stagger { .. } => PumpState::Stagger {
                     windows: VecDeque::new(),
@@ -1925,8 +2173,17 @@ impl Engine {
                 }
                 (Vec::new(), Vec::new())
             }
-            (PumpKind::Sliding { windows }, PumpState::Sliding { partitions }) => {
+            (
+                PumpKind::Sliding { windows },
+                PumpState::Sliding {
+                    partitions,
+                    aggregates,
+                },
+            ) => {
                 let mut results = vec![Value::Null; pump.aggs.len()];
+                if aggregates.len() < windows.len() {
+                    aggregates.resize_with(windows.len(), HashMap::new);
+                }
                 for (wi, window) in windows.iter().enumerate() {
                     let key: String = window
                         .partition_by
@@ -1934,7 +2191,9 @@ impl Engine {
                         .map(|k| eval(k, &env).key())
                         .collect::<Vec<_>>()
                         .join("\u{1}");
-                    let Some(parts) = partitions.get_mut(wi) else {
+                    let (Some(parts), Some(cached)) =
+                        (partitions.get_mut(wi), aggregates.get_mut(wi))
+                    else {
                         continue;
                     };
                     if !parts.contains_key(&key) && parts.len() >= PARTITIONS_MAX {
@@ -1943,40 +2202,44 @@ impl Engine {
                             vec![fail("too many partitions", "LIMIT_EXCEEDED")],
                         );
                     }
-                    let buffer = parts.entry(key).or_default();
+                    let buffer = parts.entry(key.clone()).or_default();
+                    let slide = cached.entry(key).or_default();
+                    if slide.rows != buffer.len() || slide.accs.len() != pump.aggs.len() {
+                        *slide = SlideState::build(&pump.aggs, wi, buffer);
+                    }
                     buffer.push_back(row.clone());
+                    slide.push(&pump.aggs, wi, row);
+                    let mut pop = |buffer: &mut VecDeque<Row>| {
+                        if let Some(old) = buffer.pop_front() {
+                            slide.pop(&pump.aggs, wi, &old);
+                        }
+                    };
                     match window.frame {
                         WindowFrame::Range(range_ms) => {
                             while buffer
                                 .front()
                                 .is_some_and(|r| r.rowtime < row.rowtime.saturating_sub(range_ms))
                             {
-                                buffer.pop_front();
+                                pop(buffer);
                             }
                         }
                         WindowFrame::Rows(n) => {
                             while buffer.len() as u64 > n.saturating_add(1) {
-                                buffer.pop_front();
+                                pop(buffer);
                             }
                         }
                     }
                     while buffer.len() > PARTITION_ROWS_MAX {
-                        buffer.pop_front();
+                        pop(buffer);
                     }
                     for (ai, spec) in pump.aggs.iter().enumerate() {
                         if spec.window != Some(wi) {
                             continue;
                         }
-                        let mut acc = Acc::new(spec.func);
-                        for r in buffer.iter() {
-                            let renv = Env {
-                                row: r,
-                                aggs: &no_aggs,
-                            };
-                            let v = spec.arg.as_ref().map(|a| eval(a, &renv));
-                            acc.add(v.as_ref());
+                        if let (Some(result), Some(acc)) = (results.get_mut(ai), slide.accs.get(ai))
+                        {
+                            *result = acc.result(spec, buffer);
                         }
-                        results[ai] = acc.result();
                     }
                 }
                 let env = Env {
@@ -2840,6 +3103,89 @@ CREATE OR REPLACE PUMP "P" AS INSERT INTO "DEST"
             rows[3],
             &vec![Value::Str("A".into()), Value::Float(5.0), Value::Int(2)]
         );
+    }
+
+    /// The incremental sliding aggregates against a recomputation over each row's frame,
+    /// on a RANGE and a ROWS window at once, across a checkpoint and restore.
+    #[test]
+    fn sliding_aggregates_match_a_recomputation_of_every_frame() {
+        let code = r#"CREATE OR REPLACE STREAM "DEST" (TICKER VARCHAR(4), S DOUBLE, A DOUBLE, LO DOUBLE, HI DOUBLE, N INTEGER, F DOUBLE, L DOUBLE, HI5 DOUBLE, S5 DOUBLE);
+CREATE OR REPLACE PUMP "P" AS INSERT INTO "DEST"
+  SELECT STREAM TICKER, SUM(PRICE) OVER W1, AVG(PRICE) OVER W1, MIN(PRICE) OVER W1,
+    MAX(PRICE) OVER W1, COUNT(*) OVER W1, FIRST_VALUE(PRICE) OVER W1, LAST_VALUE(PRICE) OVER W1,
+    MAX(PRICE) OVER W2, SUM(PRICE) OVER W2
+  FROM "SOURCE_SQL_STREAM_001"
+  WINDOW W1 AS (PARTITION BY TICKER RANGE INTERVAL '1' SECOND PRECEDING),
+         W2 AS (PARTITION BY TICKER ROWS 5 PRECEDING);"#;
+        let program = Program::compile(code, &source()).expect("compiles");
+        let mut engine = Engine::new(program.clone());
+        let mut out = Vec::new();
+        // A deterministic walk: three tickers, rows 0-300 ms apart, prices with ties.
+        let mut seed: u64 = 7;
+        let mut next = |m: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % m
+        };
+        let mut inputs: Vec<(i64, &str, f64)> = Vec::new();
+        let mut t = 0i64;
+        for _ in 0..2_000 {
+            t += next(300) as i64;
+            let ticker = ["A", "B", "C"][next(3) as usize];
+            inputs.push((t, ticker, next(20) as f64 / 4.0));
+        }
+        for (i, (t, ticker, price)) in inputs.iter().enumerate() {
+            if i == 1_000 {
+                // Restart: the aggregates are rebuilt from the restored buffers.
+                let saved = serde_json::to_vec(engine.state()).expect("serializes");
+                let state: EngineState = serde_json::from_slice(&saved).expect("deserializes");
+                engine = Engine::new(program.clone());
+                assert!(engine.restore(state));
+            }
+            engine.insert_source(0, *t, row(ticker, *price), &mut out);
+        }
+        let rows: Vec<&Vec<Value>> = out
+            .iter()
+            .filter(|e| e.stream == 2)
+            .map(|e| &e.row.values)
+            .collect();
+        assert_eq!(rows.len(), inputs.len());
+        for (i, ((t, ticker, _), got)) in inputs.iter().zip(rows).enumerate() {
+            let same: Vec<(i64, f64)> = inputs[..=i]
+                .iter()
+                .filter(|(_, k, _)| k == ticker)
+                .map(|(t, _, p)| (*t, *p))
+                .collect();
+            let range: Vec<f64> = same
+                .iter()
+                .filter(|(rt, _)| *rt >= t - 1_000)
+                .map(|(_, p)| *p)
+                .collect();
+            let last6: Vec<f64> = same.iter().rev().take(6).map(|(_, p)| *p).collect();
+            let sum: f64 = range.iter().sum();
+            let max = |v: &[f64]| v.iter().cloned().fold(f64::MIN, f64::max);
+            let expected = [
+                sum,
+                sum / range.len() as f64,
+                range.iter().cloned().fold(f64::MAX, f64::min),
+                max(&range),
+                range.len() as f64,
+                range[0],
+                range[range.len() - 1],
+                max(&last6),
+                last6.iter().sum(),
+            ];
+            assert_eq!(got[0], Value::Str((*ticker).into()), "row {i}");
+            for (k, want) in expected.iter().enumerate() {
+                let have = got[k + 1].as_f64().expect("a number");
+                assert!(
+                    (have - want).abs() <= 1e-9 * want.abs().max(1.0),
+                    "row {i}, column {}: {have} != {want}",
+                    k + 1
+                );
+            }
+        }
     }
 
     #[test]
