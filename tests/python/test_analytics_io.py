@@ -1,5 +1,5 @@
-"""Kinesis Data Analytics applications' statuses, Lambda and Firehose outputs and input
-preprocessing, driven with boto3 (``kinesisanalytics``, ``kinesis``, ``lambda``,
+"""Kinesis Data Analytics applications' statuses, Lambda and Firehose outputs, Firehose
+delivery streams as inputs and input preprocessing, driven with boto3 (``kinesisanalytics``, ``kinesis``, ``lambda``,
 ``firehose``). Firehose delivers to the embedded store (buckets are folders of the data
 directory); its buffer interval is passed with the clock-advance call.
 
@@ -330,18 +330,42 @@ def test_input_preprocessing_ok_dropped_and_failed(endpoint, functions):
     assert metadata["partitionKey"] == "0" and metadata["approximateArrivalTimestamp"] > 0
 
 
-def test_firehose_output_through_put_record_batch(server, endpoint):
-    ka = analytics(endpoint)
-    kinesis = client(endpoint)
-    firehose = client(endpoint, service="firehose")
-    bucket = f"analytics-{unique_name('b').lower()}"[:60]
-    delivery = unique_name("ds")
+def create_delivery_stream(firehose, delivery: str, bucket: str) -> str:
+    """A DirectPut delivery stream into an embedded bucket (60 s buffers); its ARN."""
     firehose.create_delivery_stream(DeliveryStreamName=delivery, ExtendedS3DestinationConfiguration={
         "BucketARN": f"arn:aws:s3:::{bucket}", "RoleARN": ROLE,
         "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 60}})
     wait_until(lambda: firehose.describe_delivery_stream(DeliveryStreamName=delivery)
                ["DeliveryStreamDescription"]["DeliveryStreamStatus"] == "ACTIVE", TIMEOUT_S, "ACTIVE")
-    delivery_arn = f"arn:aws:firehose:{REGION}:{ACCOUNT_ID}:deliverystream/{delivery}"
+    return f"arn:aws:firehose:{REGION}:{ACCOUNT_ID}:deliverystream/{delivery}"
+
+
+def advance_clock(endpoint: str, ms: int) -> None:
+    request = urllib.request.Request(f"{endpoint}/millrace-api/advance-clock?ms={ms}",
+                                     method="POST", data=b"")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+
+def wait_delivered(server, bucket: str, n: int) -> list[str]:
+    """Moves the clock past the buffer interval until the bucket holds `n` lines."""
+    folder = Path(server.data_dir) / "buckets" / bucket
+
+    def delivered():
+        advance_clock(server.endpoint, 61_000)
+        files = [f for f in folder.rglob("*") if f.is_file() and not f.name.startswith(".")]
+        lines = [line for f in files for line in f.read_bytes().decode().splitlines() if line]
+        return lines if len(lines) >= n else None
+
+    return wait_until(delivered, TIMEOUT_S, f"{n} lines in the bucket", interval_s=0.2)
+
+
+def test_firehose_output_through_put_record_batch(server, endpoint):
+    ka = analytics(endpoint)
+    kinesis = client(endpoint)
+    firehose = client(endpoint, service="firehose")
+    bucket = f"analytics-{unique_name('b').lower()}"[:60]
+    delivery_arn = create_delivery_stream(firehose, unique_name("ds"), bucket)
     source = unique_name("src")
     create_active(kinesis, source)
     name = unique_name("app")
@@ -353,16 +377,102 @@ def test_firehose_output_through_put_record_batch(server, endpoint):
     rows = [("AMZN", 1.5), ("MSFT", 2.5), ("NFLX", 3.5)]
     put(kinesis, source, [json.dumps({"ticker": t, "price": p}).encode() for t, p in rows])
 
-    folder = Path(server.data_dir) / "buckets" / bucket
-
-    def delivered():
-        request = urllib.request.Request(f"{endpoint}/millrace-api/advance-clock?ms=61000",
-                                         method="POST", data=b"")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.status == 200
-        files = [f for f in folder.rglob("*") if f.is_file() and not f.name.startswith(".")]
-        lines = [line for f in files for line in f.read_bytes().decode().splitlines() if line]
-        return lines if len(lines) >= len(rows) else None
-
-    lines = wait_until(delivered, TIMEOUT_S, f"{len(rows)} rows in the bucket", interval_s=0.2)
+    lines = wait_delivered(server, bucket, len(rows))
     assert sorted(lines) == sorted(f"{t},{p}" for t, p in rows)
+
+
+def firehose_input_config(delivery_arn: str, preprocessor: str | None = None) -> dict:
+    config = input_config("", preprocessor)
+    del config["KinesisStreamsInput"]
+    config["KinesisFirehoseInput"] = {"ResourceARN": delivery_arn, "RoleARN": ROLE}
+    return config
+
+
+def put_batch(firehose, delivery: str, rows: list[tuple[str, float]]) -> None:
+    result = firehose.put_record_batch(DeliveryStreamName=delivery, Records=[
+        {"Data": json.dumps({"ticker": t, "price": p}).encode() + b"\n"} for t, p in rows])
+    assert result["FailedPutCount"] == 0
+
+
+def test_firehose_input_is_read_and_held_across_a_stop_and_a_crash(make_server):
+    """A delivery stream as the input: the application reads what the delivery stream
+    accepted while delivery goes on to the bucket. Stopped, the application keeps a hold on
+    what it has not read: delivery of later records (two hours later, in a new log segment)
+    trims the log, but not the held records, and the hold survives a SIGKILL. Restarted from
+    LAST_STOPPED_POINT, the application reads every record once."""
+    server = make_server(SERVER_ARGS)
+    ka, kinesis = analytics(server.endpoint), client(server.endpoint)
+    firehose = client(server.endpoint, service="firehose")
+    bucket = f"analytics-{unique_name('b').lower()}"[:60]
+    delivery = unique_name("ds")
+    delivery_arn = create_delivery_stream(firehose, delivery, bucket)
+    dest = unique_name("dst")
+    create_active(kinesis, dest)
+    first, held, later = [("AMZN", 1.0), ("MSFT", 2.0)], [("NFLX", 3.0), ("AAPL", 4.0)], [("GOOG", 5.0)]
+    put_batch(firehose, delivery, first)
+
+    discovered = ka.discover_input_schema(ResourceARN=delivery_arn, RoleARN=ROLE, InputStartingPositionConfiguration={
+        "InputStartingPosition": "TRIM_HORIZON"})
+    assert sorted(c["Name"].upper() for c in discovered["InputSchema"]["RecordColumns"]) == ["PRICE", "TICKER"]
+
+    name = unique_name("app")
+    ka.create_application(ApplicationName=name, Inputs=[firehose_input_config(delivery_arn)],
+                          Outputs=[stream_output("DESTINATION_SQL_STREAM", dest)], ApplicationCode=ECHO_SQL)
+    start(ka, name)
+    wait_status(ka, name, "RUNNING")
+    expected = [{"TICKER": t, "PRICE": p} for t, p in first]
+    assert [json.loads(r) for r in wait_records(kinesis, dest, 2)] == expected
+    ka.stop_application(ApplicationName=name)
+    wait_status(ka, name, "READY")
+
+    put_batch(firehose, delivery, held)
+    server.kill()
+    server.restart()
+    ka, kinesis = analytics(server.endpoint), client(server.endpoint)
+    firehose = client(server.endpoint, service="firehose")
+    advance_clock(server.endpoint, 2 * 3_600_000)
+    put_batch(firehose, delivery, later)
+    lines = wait_delivered(server, bucket, 5)
+    assert sorted(json.loads(line)["ticker"] for line in lines) == sorted(t for t, _ in first + held + later)
+
+    input_id = describe(ka, name)["InputDescriptions"][0]["InputId"]
+    ka.start_application(ApplicationName=name, InputConfigurations=[{
+        "Id": input_id, "InputStartingPositionConfiguration": {"InputStartingPosition": "LAST_STOPPED_POINT"}}])
+    expected += [{"TICKER": t, "PRICE": p} for t, p in held + later]
+    assert [json.loads(r) for r in wait_records(kinesis, dest, 5)] == expected
+    ka.stop_application(ApplicationName=name)
+    wait_status(ka, name, "READY")
+    assert len(read_all(kinesis, dest)) == 5
+
+
+def test_firehose_input_through_a_preprocessing_function(server, endpoint, functions):
+    ka, kinesis = analytics(endpoint), client(endpoint)
+    firehose = client(endpoint, service="firehose")
+    preprocessor, preprocessor_arn = functions(unique_name("pre"))
+
+    def behaviour(event):
+        answers = []
+        for record in event["records"]:
+            row = json.loads(base64.b64decode(record["data"]))
+            data = json.dumps({"ticker": row["ticker"].lower(), "price": row["price"]}).encode()
+            answers.append({"recordId": record["recordId"], "result": "Ok",
+                            "data": base64.b64encode(data).decode()})
+        return {"records": answers}
+
+    preprocessor.behaviour = behaviour
+    bucket = f"analytics-{unique_name('b').lower()}"[:60]
+    delivery = unique_name("ds")
+    delivery_arn = create_delivery_stream(firehose, delivery, bucket)
+    dest = unique_name("dst")
+    create_active(kinesis, dest)
+    name = unique_name("app")
+    ka.create_application(ApplicationName=name, Inputs=[firehose_input_config(delivery_arn, preprocessor_arn)],
+                          Outputs=[stream_output("DESTINATION_SQL_STREAM", dest)], ApplicationCode=ECHO_SQL)
+    start(ka, name)
+    put_batch(firehose, delivery, [("AMZN", 1.5)])
+    assert [json.loads(r) for r in wait_records(kinesis, dest, 1)] == [{"TICKER": "amzn", "PRICE": 1.5}]
+    first = preprocessor.snapshot()[0]
+    assert first["streamArn"] == delivery_arn
+    (record,) = first["records"]
+    assert "kinesisStreamRecordMetadata" not in record
+    assert record["kinesisFirehoseRecordMetadata"]["approximateArrivalTimestamp"] > 0

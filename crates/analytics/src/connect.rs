@@ -1,10 +1,12 @@
 //! What an application reaches outside the streams service: "Lambda functions" (HTTP URLs
 //! the operator maps to function ARNs) for `LambdaOutput` and input preprocessing
-//! (`InputLambdaProcessor`), and Firehose delivery streams for `KinesisFirehoseOutput`. The
-//! crate knows the record contracts, not HTTP nor the Firehose crate: the binary's wiring
-//! implements [`FunctionInvoker`] (functions resolved as the function consumers resolve
-//! them: `[[functions.function]]`, `[[firehose.function]]`, CreateFunction) and
-//! [`DeliveryStreams`] (the in-process Firehose service's PutRecordBatch).
+//! (`InputLambdaProcessor`), and Firehose delivery streams for `KinesisFirehoseOutput` and
+//! `KinesisFirehoseInput`. The crate knows the record contracts, not HTTP nor the Firehose
+//! crate: the binary's wiring implements [`FunctionInvoker`] (functions resolved as the
+//! function consumers resolve them: `[[functions.function]]`, `[[firehose.function]]`,
+//! CreateFunction) and [`DeliveryStreams`] (the in-process Firehose service: PutRecordBatch
+//! for outputs; for inputs, reads of the records a delivery stream accepted, by log offset,
+//! and a hold that keeps delivery from trimming what the application has not read).
 //!
 //! Lambda output (one invocation per batch of output rows):
 //! ```json
@@ -18,6 +20,8 @@
 //!  "records":[{"recordId":"...","kinesisStreamRecordMetadata":{"sequenceNumber":"...",
 //!    "partitionKey":"...","shardId":"...","approximateArrivalTimestamp":1507217624302},
 //!    "data":"<base64>"}]}
+//! (a delivery stream input: "streamArn" is its ARN and each record has
+//!  "kinesisFirehoseRecordMetadata":{"approximateArrivalTimestamp":...} instead)
 //! → {"records":[{"recordId":"...","result":"Ok"|"Dropped"|"ProcessingFailed","data":"<base64>"}]}
 //! ```
 //! A record id missing from an answer counts as `DeliveryFailed` (output) or fails the
@@ -54,9 +58,31 @@ pub enum DeliveryError {
     Refused { error_type: String },
     #[error("no delivery stream service is configured")]
     Unavailable,
+    #[error("the delivery stream cannot be read: {message}")]
+    Read { message: String },
 }
 
-/// Firehose delivery streams as an output: PutRecordBatch semantics.
+/// One record a delivery stream accepted.
+#[derive(Debug, Clone)]
+pub struct DeliveredRecord {
+    /// Its place in the delivery stream's log (the position an input checkpoints).
+    pub offset: u64,
+    pub arrival_ms: i64,
+    pub data: bytes::Bytes,
+}
+
+/// The answer to [`DeliveryStreams::read`].
+#[derive(Debug, Clone)]
+pub struct DeliveryRead {
+    pub records: Vec<DeliveredRecord>,
+    /// Where to read next.
+    pub next_offset: u64,
+    /// The end of the delivery stream's log when the read started.
+    pub end_offset: u64,
+}
+
+/// Firehose delivery streams: PutRecordBatch semantics as an output; as an input, the
+/// accepted records by offset and a hold on them.
 pub trait DeliveryStreams: Send + Sync {
     /// Puts `records` to the delivery stream; per record, whether it was accepted.
     fn put_record_batch<'a>(
@@ -64,6 +90,30 @@ pub trait DeliveryStreams: Send + Sync {
         delivery_stream_arn: &'a str,
         records: Vec<Vec<u8>>,
     ) -> BoxFuture<'a, Result<Vec<bool>, DeliveryError>>;
+
+    /// The first offset accepted at or after `timestamp_ms`.
+    fn offset_at<'a>(
+        &'a self,
+        delivery_stream_arn: &'a str,
+        timestamp_ms: i64,
+    ) -> BoxFuture<'a, Result<u64, DeliveryError>>;
+
+    /// Up to `records_max` accepted records from `from_offset` (or the oldest kept).
+    fn read<'a>(
+        &'a self,
+        delivery_stream_arn: &'a str,
+        from_offset: u64,
+        records_max: usize,
+    ) -> BoxFuture<'a, Result<DeliveryRead, DeliveryError>>;
+
+    /// Keeps the records from `offset` on for `holder` (an application ARN); `None`
+    /// releases its hold.
+    fn hold<'a>(
+        &'a self,
+        delivery_stream_arn: &'a str,
+        holder: &'a str,
+        offset: Option<u64>,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>>;
 }
 
 /// Why calling a function failed.
@@ -169,7 +219,9 @@ pub struct SourceRecord<'a> {
     pub arrival_ms: i64,
     pub sequence_number: &'a str,
     pub partition_key: &'a str,
-    pub shard_id: &'a str,
+    /// The record's shard; `None` for a delivery stream's record (its metadata is
+    /// `kinesisFirehoseRecordMetadata`).
+    pub shard_id: Option<&'a str>,
 }
 
 /// What a preprocessing function did with one record.
@@ -189,17 +241,24 @@ pub fn preprocess_event(
     let records: Vec<serde_json::Value> = records
         .iter()
         .enumerate()
-        .map(|(i, r)| {
-            json!({
+        .map(|(i, r)| match r.shard_id {
+            Some(shard_id) => json!({
                 "recordId": i.to_string(),
                 "kinesisStreamRecordMetadata": {
                     "sequenceNumber": r.sequence_number,
                     "partitionKey": r.partition_key,
-                    "shardId": r.shard_id,
+                    "shardId": shard_id,
                     "approximateArrivalTimestamp": r.arrival_ms,
                 },
                 "data": b64().encode(r.data),
-            })
+            }),
+            None => json!({
+                "recordId": i.to_string(),
+                "kinesisFirehoseRecordMetadata": {
+                    "approximateArrivalTimestamp": r.arrival_ms,
+                },
+                "data": b64().encode(r.data),
+            }),
         })
         .collect();
     serde_json::to_vec(&json!({

@@ -20,10 +20,11 @@
 //! applications and settles STOPPING ones as READY (their last checkpoint is on disk).
 //!
 //! Outputs run to Kinesis streams, Lambda functions and Firehose delivery streams; inputs
-//! are Kinesis streams, optionally through a preprocessing Lambda (`runner`, `connect`).
-//! Reference data sources are read into tables when an application starts (reference.rs).
-//! What it does not do yet: Firehose delivery streams as inputs (stored and described, not
-//! run).
+//! are Kinesis streams or Firehose delivery streams, optionally through a preprocessing
+//! Lambda (`runner`, `connect`). A delivery stream input holds the delivery stream's records
+//! from its checkpoint on (delivery does not trim them); deleting the application releases
+//! the hold. Reference data sources are read into tables when an application starts
+//! (reference.rs).
 
 pub mod connect;
 pub mod engine;
@@ -933,6 +934,8 @@ impl Analytics {
             txn.delete(Table::ApplicationCheckpoints, &k)
         })?;
         self.inner.apps.lock().remove(&k);
+        // Its runner, if one is still finishing, releases the hold again as it exits.
+        runner::release_holds(&self.inner, &app);
         Ok(json!({}))
     }
 

@@ -1,5 +1,6 @@
 //! The runner of one running application: reads its source stream's shards in process
-//! (`Streams::handle` GetShardIterator/GetRecords, like the function consumers' poller),
+//! (`Streams::handle` GetShardIterator/GetRecords, like the function consumers' poller), or
+//! its source delivery stream's accepted records (through [`connect::DeliveryStreams`]),
 //! maps records through the input schema into rows, runs them through the [`Engine`], sends
 //! the rows of output streams to their Kinesis streams (PutRecords) and checkpoints.
 //!
@@ -181,6 +182,22 @@ pub(crate) async fn sample(
     position: &str,
     max: usize,
 ) -> Result<Vec<Vec<u8>>, String> {
+    if is_delivery_stream(arn) {
+        let delivery = delivery_streams(inner)?;
+        let from = if position == "NOW" {
+            delivery
+                .offset_at(arn, inner.clock.now_millis())
+                .await
+                .map_err(|e| e.to_string())?
+        } else {
+            0
+        };
+        let read = delivery
+            .read(arn, from, max)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(read.records.into_iter().map(|r| r.data.to_vec()).collect());
+    }
     let stream_ctx = RequestContext {
         request_id: ctx.request_id.clone(),
         ..stream_ctx(arn)
@@ -213,6 +230,208 @@ pub(crate) async fn sample(
     Ok(out)
 }
 
+/// Releases the holds an application has on delivery stream inputs (it is deleted), in
+/// the background; a hold that cannot be released expires (`HOLD_MS_MAX` in firehose).
+pub(crate) fn release_holds(inner: &Inner, app: &ApplicationRecord) {
+    let Ok(delivery) = delivery_streams(inner) else {
+        return;
+    };
+    let holder = app.arn();
+    for input in &app.inputs {
+        let Some(arn) = input
+            .pointer("/KinesisFirehoseInputDescription/ResourceARN")
+            .and_then(Json::as_str)
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let delivery = delivery.clone();
+        let holder = holder.clone();
+        tokio::spawn(async move {
+            if let Err(error) = delivery.hold(&arn, &holder, None).await {
+                tracing::warn!(delivery_stream = %arn, %error, "cannot release the input's hold");
+            }
+        });
+    }
+}
+
+/// The position key of a delivery stream input in the checkpoint: the input reads one
+/// log, as one "shard" whose sequence numbers are the log's offsets.
+const DELIVERY_STREAM_POSITION: &str = "deliverystream";
+
+fn is_delivery_stream(arn: &str) -> bool {
+    arn.starts_with("arn:") && arn.split(':').nth(2) == Some("firehose")
+}
+
+fn delivery_streams(inner: &Inner) -> Result<Arc<dyn connect::DeliveryStreams>, String> {
+    inner
+        .delivery_streams
+        .lock()
+        .clone()
+        .ok_or_else(|| connect::DeliveryError::Unavailable.to_string())
+}
+
+/// Where an application's records come from: a Kinesis stream's shards (read with
+/// GetShardIterator and GetRecords in process), or a delivery stream's accepted records
+/// (read by offset through [`connect::DeliveryStreams`], with a hold at the checkpoint so
+/// delivery does not trim what the application has not read).
+enum Source {
+    Stream {
+        arn: String,
+        ctx: RequestContext,
+    },
+    DeliveryStream {
+        arn: String,
+        /// The application ARN: who holds the delivery stream's records.
+        holder: String,
+    },
+}
+
+impl Source {
+    fn of_input(input: &Json, app_arn: String) -> Result<Source, String> {
+        if let Some(arn) = input
+            .pointer("/KinesisStreamsInputDescription/ResourceARN")
+            .and_then(Json::as_str)
+        {
+            return Ok(Source::Stream {
+                arn: arn.to_string(),
+                ctx: stream_ctx(arn),
+            });
+        }
+        if let Some(arn) = input
+            .pointer("/KinesisFirehoseInputDescription/ResourceARN")
+            .and_then(Json::as_str)
+        {
+            return Ok(Source::DeliveryStream {
+                arn: arn.to_string(),
+                holder: app_arn,
+            });
+        }
+        Err("the input has no source ARN".into())
+    }
+
+    fn arn(&self) -> &str {
+        match self {
+            Source::Stream { arn, .. } | Source::DeliveryStream { arn, .. } => arn,
+        }
+    }
+
+    /// The shard id a preprocessing function sees (none for a delivery stream).
+    fn shard_id<'a>(&self, shard: &'a str) -> Option<&'a str> {
+        match self {
+            Source::Stream { .. } => Some(shard),
+            Source::DeliveryStream { .. } => None,
+        }
+    }
+
+    /// The source's shards; for a delivery stream, its one position once it is readable.
+    async fn shards(&self, inner: &Inner) -> Result<Vec<String>, String> {
+        match self {
+            Source::Stream { arn, ctx } => list_shards(inner, ctx, arn).await,
+            Source::DeliveryStream { arn, .. } => {
+                delivery_streams(inner)?
+                    .offset_at(arn, 0)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(vec![DELIVERY_STREAM_POSITION.to_string()])
+            }
+        }
+    }
+
+    /// An iterator after the checkpointed position, else at the input's starting position
+    /// (`TRIM_HORIZON`, else `start_ms`). A delivery stream's iterator is the offset to read
+    /// next, and its hold is placed there at once.
+    async fn iterator(
+        &self,
+        inner: &Inner,
+        shard: &str,
+        after: Option<&str>,
+        initial: &str,
+        start_ms: i64,
+    ) -> Result<String, String> {
+        let (arn, holder) = match self {
+            Source::Stream { arn, ctx } => {
+                return shard_iterator(inner, ctx, arn, shard, after, initial, start_ms).await;
+            }
+            Source::DeliveryStream { arn, holder } => (arn, holder),
+        };
+        let delivery = delivery_streams(inner)?;
+        let offset = match (after, initial) {
+            (Some(position), _) => position
+                .parse::<u64>()
+                .map_err(|_| format!("bad delivery stream position {position}"))?
+                .saturating_add(1),
+            (None, "TRIM_HORIZON") => 0,
+            (None, _) => delivery
+                .offset_at(arn, start_ms)
+                .await
+                .map_err(|e| e.to_string())?,
+        };
+        delivery
+            .hold(arn, holder, Some(offset))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(offset.to_string())
+    }
+
+    /// One read at `iterator`, as a GetRecords answer (a delivery stream's records have
+    /// their offsets as sequence numbers and no partition key).
+    async fn read(&self, inner: &Inner, iterator: String) -> Result<k::GetRecordsOutput, String> {
+        let arn = match self {
+            Source::Stream { arn, ctx } => return get_records(inner, ctx, arn, iterator).await,
+            Source::DeliveryStream { arn, .. } => arn,
+        };
+        let from: u64 = iterator
+            .parse()
+            .map_err(|_| format!("bad delivery stream iterator {iterator}"))?;
+        let read = delivery_streams(inner)?
+            .read(arn, from, GET_RECORDS_LIMIT as usize)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(k::GetRecordsOutput {
+            child_shards: None,
+            // Not a time: any positive value says the reader is behind.
+            millis_behind_latest: Some(i64::from(read.next_offset < read.end_offset)),
+            next_shard_iterator: Some(read.next_offset.max(from).to_string()),
+            records: read
+                .records
+                .into_iter()
+                .map(|r| k::Record {
+                    approximate_arrival_timestamp: Some(EpochMillis(r.arrival_ms)),
+                    data: r.data,
+                    encryption_type: None,
+                    partition_key: None,
+                    sequence_number: r.offset.to_string(),
+                })
+                .collect(),
+        })
+    }
+
+    /// After a checkpoint is written: a delivery stream's hold moves up to it.
+    async fn checkpointed(&self, inner: &Inner, checkpoint: &Checkpoint) {
+        let Source::DeliveryStream { arn, holder } = self else {
+            return;
+        };
+        let Some(offset) = checkpoint
+            .positions
+            .get(DELIVERY_STREAM_POSITION)
+            .and_then(|p| p.parse::<u64>().ok())
+        else {
+            return;
+        };
+        let held = match delivery_streams(inner) {
+            Ok(delivery) => delivery
+                .hold(arn, holder, Some(offset.saturating_add(1)))
+                .await
+                .map_err(|e| e.to_string()),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = held {
+            tracing::warn!(delivery_stream = %arn, %error, "cannot move the input's hold");
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Destination {
     Stream,
@@ -239,6 +458,11 @@ pub(crate) async fn run(inner: Arc<Inner>, app: ApplicationRecord, stop: Cancell
         inner.transition(&key, "RUNNING", "READY").await;
     }
     inner.transition(&key, "STOPPING", "READY").await;
+    if !inner.apps.lock().contains_key(&key) {
+        // Deleted while it ran: its last round may have moved a hold after the deletion
+        // released it.
+        release_holds(&inner, &app);
+    }
     tracing::info!(application = %app.name, "analytics application stopped");
 }
 
@@ -258,15 +482,7 @@ async fn run_inner(
     let Some(input) = app.inputs.first() else {
         return Err("the application has no input".into());
     };
-    let Some(arn) = input
-        .pointer("/KinesisStreamsInputDescription/ResourceARN")
-        .and_then(Json::as_str)
-        .map(str::to_string)
-    else {
-        return Err(
-            "only Kinesis stream inputs run for now (Firehose inputs are stored only)".into(),
-        );
-    };
+    let input_source = Source::of_input(input, app.arn())?;
     let schema = input::Schema::from_json(input.get("InputSchema").unwrap_or(&Json::Null))?;
     let srcs = sources(&app.inputs)?;
     // Reference data (reference.rs): tables compiled into the program, loaded below.
@@ -347,7 +563,7 @@ async fn run_inner(
     {
         tracing::warn!(application = %app.name, "checkpointed window state does not fit the code; windows start afresh");
     }
-    let ctx = stream_ctx(&arn);
+    let arn = input_source.arn().to_string();
     let mut iterators: HashMap<String, Option<String>> = HashMap::new();
     let mut shards: Vec<String> = Vec::new();
     let mut next_list = Instant::now();
@@ -355,7 +571,7 @@ async fn run_inner(
     let mut opened = false;
     while !stop.is_cancelled() {
         if Instant::now() >= next_list {
-            match list_shards(inner, &ctx, &arn).await {
+            match input_source.shards(inner).await {
                 Ok(list) => {
                     shards = list;
                     next_list = Instant::now() + Duration::from_millis(LIST_SHARDS_INTERVAL_MS);
@@ -383,16 +599,15 @@ async fn run_inner(
             }
             let iterator = match iterators.get_mut(shard).and_then(Option::take) {
                 Some(it) => it,
-                None => match shard_iterator(
-                    inner,
-                    &ctx,
-                    &arn,
-                    shard,
-                    checkpoint.positions.get(shard).map(String::as_str),
-                    &checkpoint.initial,
-                    checkpoint.start_ms,
-                )
-                .await
+                None => match input_source
+                    .iterator(
+                        inner,
+                        shard,
+                        checkpoint.positions.get(shard).map(String::as_str),
+                        &checkpoint.initial,
+                        checkpoint.start_ms,
+                    )
+                    .await
                 {
                     Ok(it) => it,
                     Err(error) => {
@@ -402,7 +617,7 @@ async fn run_inner(
                     }
                 },
             };
-            let output = match get_records(inner, &ctx, &arn, iterator).await {
+            let output = match input_source.read(inner, iterator).await {
                 Ok(output) => output,
                 Err(error) => {
                     tracing::debug!(application = %app.name, %shard, %error, "GetRecords failed; a new iterator follows");
@@ -425,7 +640,7 @@ async fn run_inner(
                         &app_arn,
                         function,
                         &arn,
-                        shard,
+                        input_source.shard_id(shard),
                         &output.records,
                         round_start_ms,
                         stop,
@@ -507,8 +722,11 @@ async fn run_inner(
                 .catalog
                 .write(|txn| txn.put(Table::ApplicationCheckpoints, &key, &checkpoint));
             checkpoint.engine = None;
-            if let Err(error) = write {
-                tracing::error!(application = %app.name, %error, "cannot write the checkpoint");
+            match write {
+                Ok(()) => input_source.checkpointed(inner, &checkpoint).await,
+                Err(error) => {
+                    tracing::error!(application = %app.name, %error, "cannot write the checkpoint")
+                }
             }
         }
         if !read_any && !pause(stop, inner.config.poll_interval_ms).await {
@@ -735,7 +953,7 @@ async fn preprocess(
     app_arn: &str,
     function_arn: &str,
     stream_arn: &str,
-    shard: &str,
+    shard: Option<&str>,
     records: &[k::Record],
     now_ms: i64,
     stop: &CancellationToken,

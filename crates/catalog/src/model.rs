@@ -240,12 +240,16 @@ pub struct DeliveryEncryptionRecord {
 /// How far a delivery stream got: every record of its log below `delivered_offset` reached
 /// its destination (or its error output). A Kinesis source also records, per shard, the last
 /// sequence number copied into the log (`None`: start at the shard's beginning) and whether
-/// the shard is finished (closed and read to its end).
+/// the shard is finished (closed and read to its end). `holds` are the other readers of the
+/// delivery stream's log (Analytics applications with it as their input, by application ARN):
+/// the first offset each still needs, which delivery does not trim away.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryCheckpointRecord {
     pub delivered_offset: u64,
     #[serde(default)]
     pub shards: BTreeMap<String, SourceShardCheckpoint>,
+    #[serde(default)]
+    pub holds: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

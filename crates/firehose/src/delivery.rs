@@ -15,7 +15,8 @@
 //! After deliveries the task persists its checkpoint: the lowest log offset still pending
 //! or buffered. A restart re-reads from there, so every accepted record is delivered at
 //! least once; records of buffers that were delivered after the checkpoint's record may be
-//! delivered twice, as on AWS. Segments of the log wholly before the checkpoint are trimmed.
+//! delivered twice, as on AWS. Segments of the log wholly before the checkpoint, and before
+//! every other reader's hold (`readers`), are trimmed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -1025,8 +1026,12 @@ impl Pipeline {
             self.last_trim_ms = now;
             let log = self.inner.log.clone();
             let log_id = self.log_id;
-            let trimmed =
-                tokio::task::spawn_blocking(move || log.trim_before(log_id, before)).await;
+            let holds: Vec<u64> = self.entry.holds.lock().offsets.values().copied().collect();
+            let trimmed = tokio::task::spawn_blocking(move || {
+                let before = crate::readers::trim_point(&log, log_id, before, &holds, now)?;
+                log.trim_before(log_id, before)
+            })
+            .await;
             if let Ok(Err(error)) = trimmed {
                 tracing::warn!(delivery_stream = %self.arn, %error, "cannot trim delivered records from the log");
             }

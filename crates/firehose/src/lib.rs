@@ -44,6 +44,7 @@ pub mod metrics;
 mod plan;
 pub mod prefix;
 mod process;
+mod readers;
 mod redshift;
 mod source;
 pub mod store;
@@ -66,6 +67,7 @@ pub use compress::{gunzip, hadoop_snappy_decode};
 pub use convert::{ColumnDefinition, TableDefinition};
 pub use error::{DeliveryError, Error};
 pub use millrace_streams::RequestContext;
+pub use readers::{HOLD_MS_MAX, InputRead, InputRecord};
 pub use store::{S3Overrides, S3Settings};
 
 /// A transformation function: the Lambda ARN delivery streams name, and the HTTP URL that
@@ -160,6 +162,8 @@ pub(crate) struct Entry {
     pub delivered_offset: std::sync::atomic::AtomicU64,
     /// Wakes the delivery task when the configuration changed.
     pub changed: tokio::sync::Notify,
+    /// Other readers' holds on the log ([`readers`]).
+    pub holds: Mutex<readers::Holds>,
 }
 
 impl Entry {
@@ -172,6 +176,7 @@ impl Entry {
             stop: CancellationToken::new(),
             delivered_offset: std::sync::atomic::AtomicU64::new(delivered_offset),
             changed: tokio::sync::Notify::new(),
+            holds: Mutex::new(readers::Holds::default()),
         }
     }
 
@@ -218,10 +223,8 @@ impl Firehose {
             catalog.load_all(Table::DeliveryStreams)?;
         let checkpoints: Vec<(String, millrace_catalog::model::DeliveryCheckpointRecord)> =
             catalog.load_all(Table::DeliveryCheckpoints)?;
-        let checkpoints: HashMap<String, u64> = checkpoints
-            .into_iter()
-            .map(|(k, c)| (k, c.delivered_offset))
-            .collect();
+        let mut checkpoints: HashMap<String, millrace_catalog::model::DeliveryCheckpointRecord> =
+            checkpoints.into_iter().collect();
         let log_ids: Vec<u64> = records.iter().map(|(_, r)| r.log_id).collect();
         if !log_ids.is_empty() {
             log.create_logs(&log_ids)?;
@@ -229,8 +232,10 @@ impl Firehose {
         let registry = records
             .into_iter()
             .map(|(key, record)| {
-                let delivered = checkpoints.get(&key).copied().unwrap_or(0);
-                (key.clone(), Arc::new(Entry::new(key, record, delivered)))
+                let checkpoint = checkpoints.remove(&key).unwrap_or_default();
+                let entry = Entry::new(key.clone(), record, checkpoint.delivered_offset);
+                entry.holds.lock().offsets = checkpoint.holds;
+                (key, Arc::new(entry))
             })
             .collect();
         let http = reqwest::Client::builder()

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use millrace_analytics::Analytics;
-use millrace_analytics::connect::{DeliveryError, DeliveryStreams, FunctionInvoker, InvokeError};
+use millrace_analytics::connect::{
+    DeliveredRecord, DeliveryError, DeliveryRead, DeliveryStreams, FunctionInvoker, InvokeError,
+};
 use millrace_firehose::Firehose;
 use millrace_functions::Functions;
 use millrace_server::{AnalyticsError, AnalyticsService};
@@ -76,9 +78,42 @@ impl FunctionInvoker for FunctionUrls {
     }
 }
 
-/// Puts Firehose outputs' rows to the in-process Firehose service (PutRecordBatch, in the
-/// delivery stream's account and region).
+/// The applications' view of the in-process Firehose service: outputs put their rows with
+/// PutRecordBatch (in the delivery stream's account and region); inputs read the accepted
+/// records from the delivery stream's log and hold them ([`Firehose::read_input`]).
 pub struct FirehoseOutputs(pub Firehose);
+
+/// Bytes per read of a delivery stream input.
+const INPUT_READ_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// The request context and name of a delivery stream ARN
+/// (`arn:aws:firehose:REGION:ACCOUNT:deliverystream/NAME`).
+fn delivery_stream(arn: &str) -> Result<(RequestContext, String), DeliveryError> {
+    let bad_arn = || DeliveryError::BadArn {
+        delivery_stream_arn: arn.to_string(),
+    };
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let (Some(region), Some(account), Some(resource)) = (parts.get(3), parts.get(4), parts.get(5))
+    else {
+        return Err(bad_arn());
+    };
+    let name = resource
+        .strip_prefix("deliverystream/")
+        .ok_or_else(bad_arn)?;
+    let ctx = RequestContext {
+        account: (*account).to_string(),
+        region: (*region).to_string(),
+        request_id: "analytics".into(),
+        principal: None,
+    };
+    Ok((ctx, name.to_string()))
+}
+
+fn read_error(error: impl std::fmt::Display) -> DeliveryError {
+    DeliveryError::Read {
+        message: error.to_string(),
+    }
+}
 
 impl DeliveryStreams for FirehoseOutputs {
     fn put_record_batch<'a>(
@@ -87,28 +122,10 @@ impl DeliveryStreams for FirehoseOutputs {
         records: Vec<Vec<u8>>,
     ) -> BoxFuture<'a, Result<Vec<bool>, DeliveryError>> {
         Box::pin(async move {
-            // arn:aws:firehose:REGION:ACCOUNT:deliverystream/NAME
-            let bad_arn = || DeliveryError::BadArn {
-                delivery_stream_arn: delivery_stream_arn.to_string(),
-            };
-            let parts: Vec<&str> = delivery_stream_arn.splitn(6, ':').collect();
-            let (Some(region), Some(account), Some(resource)) =
-                (parts.get(3), parts.get(4), parts.get(5))
-            else {
-                return Err(bad_arn());
-            };
-            let name = resource
-                .strip_prefix("deliverystream/")
-                .ok_or_else(bad_arn)?;
-            let ctx = RequestContext {
-                account: (*account).to_string(),
-                region: (*region).to_string(),
-                request_id: "analytics".into(),
-                principal: None,
-            };
+            let (ctx, name) = delivery_stream(delivery_stream_arn)?;
             let n = records.len();
             let input = fh::PutRecordBatchInput {
-                delivery_stream_name: name.to_string(),
+                delivery_stream_name: name,
                 records: records
                     .into_iter()
                     .map(|data| fh::Record { data: data.into() })
@@ -133,6 +150,74 @@ impl DeliveryStreams for FirehoseOutputs {
                     error_type: error.to_string(),
                 }),
             }
+        })
+    }
+
+    fn offset_at<'a>(
+        &'a self,
+        delivery_stream_arn: &'a str,
+        timestamp_ms: i64,
+    ) -> BoxFuture<'a, Result<u64, DeliveryError>> {
+        Box::pin(async move {
+            let (ctx, name) = delivery_stream(delivery_stream_arn)?;
+            let firehose = self.0.clone();
+            // The log reads files: off the runtime's threads.
+            tokio::task::spawn_blocking(move || firehose.input_offset_at(&ctx, &name, timestamp_ms))
+                .await
+                .map_err(read_error)?
+                .map_err(read_error)
+        })
+    }
+
+    fn read<'a>(
+        &'a self,
+        delivery_stream_arn: &'a str,
+        from_offset: u64,
+        records_max: usize,
+    ) -> BoxFuture<'a, Result<DeliveryRead, DeliveryError>> {
+        Box::pin(async move {
+            let (ctx, name) = delivery_stream(delivery_stream_arn)?;
+            let firehose = self.0.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                firehose.read_input(&ctx, &name, from_offset, records_max, INPUT_READ_BYTES_MAX)
+            })
+            .await
+            .map_err(read_error)?
+            .map_err(read_error)?;
+            Ok(DeliveryRead {
+                records: read
+                    .records
+                    .into_iter()
+                    .map(|r| DeliveredRecord {
+                        offset: r.offset,
+                        arrival_ms: r.arrival_ms,
+                        data: r.data,
+                    })
+                    .collect(),
+                next_offset: read.next_offset,
+                end_offset: read.end_offset,
+            })
+        })
+    }
+
+    fn hold<'a>(
+        &'a self,
+        delivery_stream_arn: &'a str,
+        holder: &'a str,
+        offset: Option<u64>,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let (ctx, name) = delivery_stream(delivery_stream_arn)?;
+            let firehose = self.0.clone();
+            let holder = holder.to_string();
+            // A hold placed or released is written to the catalog (an fsync).
+            tokio::task::spawn_blocking(move || match offset {
+                Some(offset) => firehose.hold_input(&ctx, &name, &holder, offset),
+                None => firehose.release_input(&ctx, &name, &holder),
+            })
+            .await
+            .map_err(read_error)?
+            .map_err(read_error)
         })
     }
 }
