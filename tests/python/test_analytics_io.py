@@ -379,6 +379,13 @@ def test_firehose_output_through_put_record_batch(server, endpoint):
 
     lines = wait_delivered(server, bucket, len(rows))
     assert sorted(lines) == sorted(f"{t},{p}" for t, p in rows)
+    # The rows the delivery stream accepted count as the output's AWS/KinesisAnalytics
+    # Records (before they reached the bucket).
+    from test_metrics import counter_value, prometheus
+
+    output_id = describe(ka, name)["OutputDescriptions"][0]["OutputId"]
+    assert counter_value(prometheus(endpoint), "millrace_kinesisanalytics_records_total",
+                         application=name, flow="Output", id=output_id) == len(rows)
 
 
 def firehose_input_config(delivery_arn: str, preprocessor: str | None = None) -> dict:

@@ -92,6 +92,18 @@ impl AnalyticsMetrics {
         let (n_records, n_bytes) = (result.records.iter().zip(sent))
             .filter(|(r, _)| r.error_code.is_none())
             .fold((0, 0), |(n, b), (_, e)| (n + 1, b + e.data.len() as u64));
+        self.count_delivered(app_key, output_id, n_records, n_bytes);
+    }
+
+    /// Counts one delivery to an application's output (a stream's PutRecords, a function's
+    /// answer, a delivery stream's PutRecordBatch): the rows it accepted and their bytes.
+    pub(crate) fn count_delivered(
+        &self,
+        app_key: &str,
+        output_id: &str,
+        n_records: u64,
+        n_bytes: u64,
+    ) {
         let values = [
             (Metric::Bytes, n_bytes),
             (Metric::Records, n_records),

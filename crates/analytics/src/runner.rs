@@ -914,12 +914,22 @@ async fn send_batched(
             }
         });
         let failed: Vec<(Vec<u8>, u32)> = match delivered {
-            Ok(delivered) => batch
-                .into_iter()
-                .zip(delivered)
-                .filter(|(_, ok)| !ok)
-                .map(|((data, tries), _)| (data, tries + 1))
-                .collect(),
+            Ok(delivered) => {
+                let (n_records, n_bytes) = batch
+                    .iter()
+                    .zip(&delivered)
+                    .filter(|(_, ok)| **ok)
+                    .fold((0, 0), |(n, b), ((data, _), _)| {
+                        (n + 1, b + data.len() as u64)
+                    });
+                (inner.metrics).count_delivered(&app.key(), &output.id, n_records, n_bytes);
+                batch
+                    .into_iter()
+                    .zip(delivered)
+                    .filter(|(_, ok)| !ok)
+                    .map(|((data, tries), _)| (data, tries + 1))
+                    .collect()
+            }
             Err(error) => {
                 tracing::warn!(application = %app.name, destination = %destination_arn, %error, "output delivery failed; retrying");
                 batch
