@@ -11,6 +11,7 @@
 
 mod api;
 mod eventstream;
+mod floor;
 mod latency;
 mod report;
 mod rss;
@@ -67,6 +68,9 @@ enum Workload {
     /// Rows per second through a Kinesis Data Analytics SQL application (tumbling or
     /// sliding window), from PutRecords to the aggregates in the output stream.
     Analytics(analytics::Args),
+    /// Serve the least a Kinesis endpoint can be (fixed answers, optionally fsynced appends)
+    /// at `--listen`, to measure the workloads against: the ceiling of this machine.
+    Floor(floor::Args),
     /// Wait until the endpoint answers ListStreams with 200; print the milliseconds since
     /// `--since-ns` (wall clock, e.g. `date +%s%N` taken before the server was launched).
     Ready(ReadyArgs),
@@ -123,6 +127,7 @@ impl Workload {
             Workload::Queue(_) => "queue",
             Workload::Analytics(_) => "analytics",
             Workload::Ready(_) => "ready",
+            Workload::Floor(_) => "floor",
         }
     }
 }
@@ -137,7 +142,7 @@ async fn run(cli: &Cli, ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         Workload::ManyShards(args) => many_shards::run(ctx, args, report).await,
         Workload::Queue(args) => queue::run(ctx, args, report).await,
         Workload::Analytics(args) => analytics::run(ctx, args, report).await,
-        Workload::Ready(_) => Ok(()),
+        Workload::Ready(_) | Workload::Floor(_) => Ok(()),
     }
 }
 
@@ -154,6 +159,15 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Workload::Floor(args) = &cli.workload {
+        return match runtime.block_on(floor::run(args)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("millrace-bench: {error:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if let Workload::Ready(args) = &cli.workload {
         return match runtime.block_on(ready(&cli.endpoint, args)) {
             Ok(ms) => {
