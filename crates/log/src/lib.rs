@@ -62,6 +62,7 @@
 //! records. Finally a checkpoint makes the replayed state durable.
 
 mod clock;
+mod direct;
 mod error;
 mod files;
 mod format;

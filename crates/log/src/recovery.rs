@@ -32,6 +32,7 @@ use std::time::Instant;
 use parking_lot::RwLock;
 
 use crate::clock::Clock;
+use crate::direct::open_active;
 use crate::error::{LogError, Result};
 use crate::files::{FileCache, FileKey, log_dir};
 use crate::format::{
@@ -633,6 +634,7 @@ fn open_wal_placeholder(
 ) -> Result<WalState> {
     let base_position = segment_bases.last().copied().unwrap_or(wal_position);
     let path = wal_dir.join(numbered_name(base_position, WAL_EXTENSION));
+    // Buffered while recovery replays; `finish_wal` opens the segment for appends.
     let file = storage
         .open(&path, true)
         .map_err(LogError::io("open WAL segment", &path))?;
@@ -648,6 +650,7 @@ fn open_wal_placeholder(
         base_position,
         size_bytes: 0,
         first_frame_ms: None,
+        direct: None,
     })
 }
 
@@ -963,8 +966,8 @@ fn finish_wal(
         _ => (wal_position, 0),
     };
     let path = wal_dir.join(numbered_name(base_position, WAL_EXTENSION));
-    let file = storage
-        .open(&path, true)
+    let direct = writer.shared.config.durability == Durability::Fsync;
+    let (file, direct) = open_active(storage.as_ref(), &path, size_bytes, direct)
         .map_err(LogError::io("open WAL segment", &path))?;
     if last_valid.is_some_and(|(base, _)| base != base_position) {
         storage
@@ -986,6 +989,7 @@ fn finish_wal(
         base_position,
         size_bytes,
         first_frame_ms: None,
+        direct,
     };
     Ok(())
 }

@@ -49,11 +49,12 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
+use crate::direct::{DirectWal, open_active};
 use crate::error::{LogError, Result};
 use crate::files::{FileCache, FileKey, log_dir};
 use crate::format::{
     Checkpoint, CheckpointLog, INDEX_ENTRY_BYTES, IndexEntry, IndexEntryKind, WAL_EXTENSION,
-    WalRecord, encode_segment_record, encode_wal_frame, numbered_name,
+    WalRecord, encode_segment_record, encode_wal_frame, numbered_name, wal_frame_bytes,
 };
 use crate::state::{LogState, LogView, SegmentMeta, Shared};
 use crate::storage::{StorageFile, remove_dir_with_files};
@@ -169,6 +170,8 @@ pub(crate) struct WalState {
     pub size_bytes: u64,
     /// Clock time of the first frame written to the active segment (`None` while empty).
     pub first_frame_ms: Option<i64>,
+    /// Set when `file` is written with direct IO (fsync on): its tail block and buffer.
+    pub direct: Option<DirectWal>,
 }
 
 impl WalState {
@@ -178,6 +181,38 @@ impl WalState {
 
     pub fn path(&self, base_position: u64) -> PathBuf {
         self.dir.join(numbered_name(base_position, WAL_EXTENSION))
+    }
+
+    /// Clears `buf` for a group whose frames take `frames_len` bytes; returns where in
+    /// `buf` the frames go.
+    fn begin_frames(&self, buf: &mut Vec<u8>, frames_len: usize) -> usize {
+        match &self.direct {
+            Some(direct) => direct.begin(buf, frames_len),
+            None => {
+                buf.clear();
+                0
+            }
+        }
+    }
+
+    /// Writes the frames in `buf` from `frames_start` at the end of the active segment
+    /// (not yet durable, not yet counted in `size_bytes`).
+    fn write_frames(&mut self, buf: &mut Vec<u8>, frames_start: usize) -> io::Result<()> {
+        match &mut self.direct {
+            Some(direct) => direct.write(self.file.as_ref(), self.size_bytes, buf, frames_start),
+            None => self
+                .file
+                .write_all_at(buf.get(frames_start..).unwrap_or_default(), self.size_bytes),
+        }
+    }
+
+    /// Cuts the zeros that direct writes leave after the last frame, so that the segment
+    /// ends at its last frame.
+    fn cut_padding(&self) -> io::Result<()> {
+        if self.direct.is_some() && self.file.size_bytes()? > self.size_bytes {
+            self.file.set_size_bytes(self.size_bytes)?;
+        }
+        Ok(())
     }
 }
 
@@ -402,6 +437,8 @@ impl Writer {
         };
         self.shared.closed.store(true, Ordering::SeqCst);
         if result.is_ok() {
+            // Best effort: a segment left padded only makes recovery cut the zeros.
+            let _ = self.wal.cut_padding();
             tracing::info!(
                 wal_position = self.wal.end_position(),
                 n_logs = self.logs.len(),
@@ -495,7 +532,11 @@ impl Writer {
         let now_ms = self.clock.now_millis();
         let group_position = self.wal.end_position();
         let mut accepted: Vec<(AppendRequest, Vec<Appended>)> = Vec::with_capacity(group.len());
-        self.wal_buf.clear();
+        let frames_len: usize = group
+            .iter()
+            .map(|request| wal_frame_bytes(request.records.len(), request.payload_bytes))
+            .sum();
+        let frames_start = self.wal.begin_frames(&mut self.wal_buf, frames_len);
         for request in group {
             if let Some(unknown) = request
                 .records
@@ -543,7 +584,8 @@ impl Writer {
             return;
         }
         let position = self.wal.size_bytes;
-        if let Err(error) = self.wal.file.write_all_at(&self.wal_buf, position) {
+        let frames_len = self.wal_buf.len() - frames_start;
+        if let Err(error) = self.wal.write_frames(&mut self.wal_buf, frames_start) {
             let path = self.wal.path(self.wal.base_position);
             let error = LogError::io("write WAL", &path)(error);
             self.take_back_offsets(&accepted);
@@ -568,7 +610,7 @@ impl Writer {
             }
             return;
         }
-        self.wal.size_bytes += self.wal_buf.len() as u64;
+        self.wal.size_bytes += frames_len as u64;
         self.wal.first_frame_ms.get_or_insert(now_ms);
         if self.shared.config.durability == Durability::Fsync
             && let Err(error) = self.wal.file.sync_data()
@@ -912,13 +954,28 @@ impl Writer {
     /// Starts a new WAL segment at the current end position. The old ones go at the next
     /// checkpoint.
     pub fn rotate_wal(&mut self) -> Result<()> {
+        if self.wal.direct.is_some() {
+            // The segment must end at its last frame before a later one exists: recovery
+            // takes an invalid frame followed by another segment for damage.
+            let old_path = self.wal.path(self.wal.base_position);
+            self.wal
+                .cut_padding()
+                .map_err(LogError::io("cut WAL segment", &old_path))?;
+            if let Err(error) = self.wal.file.sync_data() {
+                let error = LogError::io("fdatasync WAL", &old_path)(error);
+                poison(&self.shared, &error);
+                return Err(error);
+            }
+        }
         let base_position = self.wal.end_position();
         let path = self.wal.path(base_position);
-        let file = self
+        let direct = self.wal.direct.is_some();
+        let (file, direct) = self
             .shared
             .storage
             .open(&path, true)
-            .and_then(|file| file.set_size_bytes(0).map(|()| file))
+            .and_then(|file| file.set_size_bytes(0))
+            .and_then(|()| open_active(self.shared.storage.as_ref(), &path, 0, direct))
             .map_err(LogError::io("create WAL segment", &path))?;
         // The new segment must survive a crash before any acknowledged frame goes into it.
         let wal_dir = self.wal.dir.clone();
@@ -930,6 +987,7 @@ impl Writer {
         self.wal.base_position = base_position;
         self.wal.size_bytes = 0;
         self.wal.first_frame_ms = None;
+        self.wal.direct = direct;
         Ok(())
     }
 
@@ -961,7 +1019,7 @@ impl Writer {
             let result = if *is_dir {
                 remove_dir_with_files(storage.as_ref(), path)
             } else {
-                storage.remove_file(path)
+                storage.remove_file_soon(path)
             };
             match result {
                 Ok(()) => false,
@@ -1040,7 +1098,7 @@ impl Writer {
                 break;
             };
             let wal_path = self.wal.path(base_position);
-            match storage.remove_file(&wal_path) {
+            match storage.remove_file_soon(&wal_path) {
                 Ok(()) => {}
                 Err(error) if error.kind() == io::ErrorKind::NotFound => {}
                 Err(error) => return Err(LogError::io("remove WAL segment", &wal_path)(error)),

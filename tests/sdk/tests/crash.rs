@@ -225,10 +225,32 @@ fn truncate_newest(
     let newest = files
         .pop()
         .ok_or_else(|| anyhow::anyhow!("no .{extension} file under {}", dir.display()))?;
+    let len = if extension == "wal" {
+        wal_end(&newest)?
+    } else {
+        std::fs::metadata(&newest)?.len()
+    };
     let file = std::fs::OpenOptions::new().write(true).open(&newest)?;
-    let len = file.metadata()?.len();
     file.set_len(len - cut)?;
     Ok(newest)
+}
+
+/// Where a WAL segment's frames end (`[len u32][crc u32][len bytes]` each): with fsync on,
+/// the log writes the WAL with direct IO and the file runs on in zeros to the end of its
+/// last 4 KiB block.
+fn wal_end(path: &std::path::Path) -> anyhow::Result<u64> {
+    let bytes = std::fs::read(path)?;
+    let mut position = 0usize;
+    while let Some(len) = bytes
+        .get(position..position + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    {
+        if len == 0 || position + 8 + len > bytes.len() {
+            break;
+        }
+        position += 8 + len;
+    }
+    Ok(position as u64)
 }
 
 #[tokio::test]

@@ -1,0 +1,215 @@
+//! Writing the active WAL segment with direct IO (`O_DIRECT`), in whole aligned blocks.
+//!
+//! Why: through the page cache, every group commit copied its frames into the cache and
+//! then its `fdatasync` pushed them through the kernel's buffered writeback, which on the
+//! development machine moves about 280 MB/s where the device takes 2 GB/s written directly
+//! (`dd ... conv=fdatasync` against `oflag=direct`). With fsync on, nothing written to the
+//! WAL is read back except by recovery, so the cache bought nothing.
+//!
+//! How: direct IO writes whole blocks from an aligned buffer at an aligned position. Each
+//! group is written from the start of the block holding the WAL's current end: that
+//! block's bytes so far (the tail, kept in memory) are written again, unchanged, in front
+//! of the new frames, and the last block is padded with zeros. The bytes on disk before
+//! the end therefore never change (a torn write of the tail block writes the same bytes it
+//! already held), and the zeros after the end read as an invalid frame, which recovery
+//! already treats as the end of the WAL. The file's length runs up to a block ahead of the
+//! WAL's end; the writer cuts it back when it leaves the segment (a rotated segment must
+//! end at its last frame, or recovery would take the padding for damage).
+//!
+//! The on-disk format does not change. Storage that cannot do direct IO (tmpfs before
+//! Linux 6.6, the simulation) is written as before: plain appends through the page cache.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::storage::{Storage, StorageFile, read_fully_at};
+
+/// The alignment direct IO needs of buffers, positions and lengths (the page size, which
+/// covers every logical block size in use).
+pub(crate) const BLOCK_BYTES: usize = 4096;
+
+#[derive(Clone, Copy)]
+#[repr(C, align(4096))]
+struct Block([u8; BLOCK_BYTES]);
+
+/// A growable byte buffer whose start is aligned to [`BLOCK_BYTES`].
+#[derive(Default)]
+struct AlignedBuf {
+    blocks: Vec<Block>,
+}
+
+impl AlignedBuf {
+    /// The first `n_blocks` blocks as bytes, grown (zeroed) as needed.
+    fn blocks_mut(&mut self, n_blocks: usize) -> &mut [u8] {
+        if self.blocks.len() < n_blocks {
+            self.blocks.resize(n_blocks, Block([0; BLOCK_BYTES]));
+        }
+        let blocks = self.blocks.get_mut(..n_blocks).unwrap_or_default();
+        // SAFETY: `Block` is `repr(C)` over a byte array, so `n_blocks` blocks are exactly
+        // `n_blocks * BLOCK_BYTES` initialised bytes with no padding, and the slice borrows
+        // `self` mutably for as long as it lives.
+        unsafe {
+            std::slice::from_raw_parts_mut(blocks.as_mut_ptr().cast::<u8>(), n_blocks * BLOCK_BYTES)
+        }
+    }
+}
+
+/// The active WAL segment's write state under direct IO.
+pub(crate) struct DirectWal {
+    /// The segment's bytes from the start of its last partial block to its end
+    /// (`size_bytes % BLOCK_BYTES` of them).
+    tail: Vec<u8>,
+    staging: AlignedBuf,
+}
+
+impl DirectWal {
+    /// Starts `buf` for a group whose frames take `frames_len` bytes: room for all of it
+    /// (so that appending the frames does not move the buffer), zeros up to an aligned
+    /// address, then the tail. Returns where the frames go.
+    pub(crate) fn begin(&self, buf: &mut Vec<u8>, frames_len: usize) -> usize {
+        buf.clear();
+        buf.reserve(BLOCK_BYTES + self.tail.len() + frames_len + BLOCK_BYTES);
+        let pad = buf.as_ptr().align_offset(BLOCK_BYTES).min(BLOCK_BYTES);
+        buf.resize(pad, 0);
+        buf.extend_from_slice(&self.tail);
+        buf.len()
+    }
+
+    /// Writes the frames appended to `buf` after [`DirectWal::begin`] returned
+    /// `frames_start`, at `position` (the segment's current size). The tail moves on only
+    /// if the write succeeds.
+    pub(crate) fn write(
+        &mut self,
+        file: &dyn StorageFile,
+        position: u64,
+        buf: &mut Vec<u8>,
+        frames_start: usize,
+    ) -> io::Result<()> {
+        let tail_len = self.tail.len();
+        debug_assert_eq!(tail_len as u64, position % BLOCK_BYTES as u64);
+        let pad = frames_start - tail_len;
+        let len = buf.len() - pad;
+        let padded_len = len.next_multiple_of(BLOCK_BYTES);
+        buf.resize(pad + padded_len, 0);
+        let start = position - tail_len as u64;
+        let blocks = buf.get(pad..).unwrap_or_default();
+        if blocks.as_ptr().align_offset(BLOCK_BYTES) == 0 {
+            file.write_all_at(blocks, start)?;
+        } else {
+            // `begin` reserved enough, so this does not happen; if it did, an aligned copy
+            // keeps the write legal.
+            let staging = self.staging.blocks_mut(padded_len / BLOCK_BYTES);
+            staging.copy_from_slice(blocks);
+            file.write_all_at(staging, start)?;
+        }
+        let new_tail_len = len % BLOCK_BYTES;
+        self.tail.clear();
+        self.tail.extend_from_slice(
+            buf.get(pad + len - new_tail_len..pad + len)
+                .unwrap_or_default(),
+        );
+        Ok(())
+    }
+}
+
+/// Opens the active WAL segment at `path` (created if missing) whose WAL bytes end at
+/// `size_bytes`: for direct IO when `direct` and the storage can do it, else buffered.
+/// Returns the file and, for direct writes, their state.
+pub(crate) fn open_active(
+    storage: &dyn Storage,
+    path: &Path,
+    size_bytes: u64,
+    direct: bool,
+) -> io::Result<(Arc<dyn StorageFile>, Option<DirectWal>)> {
+    let file = if direct {
+        storage.open_direct(path, true)?
+    } else {
+        None
+    };
+    let Some(file) = file else {
+        return Ok((storage.open(path, true)?, None));
+    };
+    let tail_len = (size_bytes % BLOCK_BYTES as u64) as usize;
+    let mut tail = vec![0; tail_len];
+    if tail_len > 0 {
+        // Through a buffered handle: direct reads would need aligned lengths too.
+        let reader = storage.open(path, false)?;
+        let n_read = read_fully_at(reader.as_ref(), &mut tail, size_bytes - tail_len as u64)?;
+        if n_read != tail_len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "WAL segment shorter than its frames",
+            ));
+        }
+    }
+    let state = DirectWal {
+        tail,
+        staging: AlignedBuf::default(),
+    };
+    Ok((file, Some(state)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::OsStorage;
+
+    /// Groups of every size land as if appended, and the tail follows the end.
+    #[test]
+    fn aligned_writes_read_back_as_appends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wal");
+        let storage = OsStorage;
+        let (file, direct) = open_active(&storage, &path, 0, true).expect("open");
+        let Some(mut direct) = direct else {
+            return; // this file system cannot do direct IO: nothing to test here
+        };
+        let mut expected = Vec::new();
+        let mut buf = Vec::new();
+        for (i, len) in [1usize, 4095, 1, 4096, 9000, 3, 0, 12_288]
+            .into_iter()
+            .enumerate()
+        {
+            let frames: Vec<u8> = (0..len).map(|j| (i * 31 + j) as u8 | 1).collect();
+            let frames_start = direct.begin(&mut buf, frames.len());
+            buf.extend_from_slice(&frames);
+            direct
+                .write(file.as_ref(), expected.len() as u64, &mut buf, frames_start)
+                .expect("write");
+            expected.extend_from_slice(&frames);
+        }
+        let size = file.size_bytes().expect("size");
+        assert_eq!(
+            size,
+            (expected.len() as u64).next_multiple_of(BLOCK_BYTES as u64)
+        );
+        // Read through a buffered handle: direct reads need aligned buffers too.
+        let reader = storage.open(&path, false).expect("open to read");
+        let mut read = vec![0; size as usize];
+        read_fully_at(reader.as_ref(), &mut read, 0).expect("read");
+        assert_eq!(read.get(..expected.len()), Some(expected.as_slice()));
+        assert!(
+            read.get(expected.len()..)
+                .unwrap_or_default()
+                .iter()
+                .all(|b| *b == 0)
+        );
+        // Reopened at the same end, the tail is read back and appends go on.
+        drop(file);
+        let (file, direct) =
+            open_active(&storage, &path, expected.len() as u64, true).expect("reopen");
+        let Some(mut direct) = direct else {
+            panic!("direct IO worked a moment ago");
+        };
+        let frames_start = direct.begin(&mut buf, 4);
+        buf.extend_from_slice(b"more");
+        direct
+            .write(file.as_ref(), expected.len() as u64, &mut buf, frames_start)
+            .expect("write");
+        expected.extend_from_slice(b"more");
+        let mut read = vec![0; expected.len()];
+        read_fully_at(reader.as_ref(), &mut read, 0).expect("read");
+        assert_eq!(read, expected);
+    }
+}
