@@ -101,7 +101,10 @@ impl<'de> DeserializeSeed<'de> for Blob<'_> {
     type Value = Bytes;
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Bytes, D::Error> {
-        deserializer.deserialize_str(self)
+        // As bytes: serde_json then hands over the string's contents (escapes resolved)
+        // without checking they are UTF-8, a scan of every byte that base64 decoding,
+        // which accepts only ASCII, makes anyway.
+        deserializer.deserialize_bytes(self)
     }
 }
 
@@ -112,7 +115,7 @@ impl<'de> Visitor<'de> for Blob<'_> {
         f.write_str("a base64 string")
     }
 
-    fn visit_str<E: de::Error>(self, text: &str) -> Result<Bytes, E> {
+    fn visit_bytes<E: de::Error>(self, text: &[u8]) -> Result<Bytes, E> {
         // Exactly what `typecheck::decode_base64` accepts: a length that is a multiple of 4
         // and the strict engine's verdict on an output of the same estimated size.
         if !text.len().is_multiple_of(4) {
