@@ -168,7 +168,7 @@ impl Storage for OsStorage {
         // for a 128 MiB WAL segment on ext4, during which the log writer (and so every
         // append) waited. With a descriptor still open, `unlink` only drops the name and
         // the kernel frees the blocks at the last `close`, which the closer thread does.
-        let held = match File::open(path) {
+        let held = match OpenOptions::new().write(true).open(path) {
             Ok(file) => Some(file),
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(error),
             Err(_) => None, // remove it the slow way
@@ -209,6 +209,23 @@ impl Storage for OsStorage {
     }
 }
 
+/// Frees an unlinked file's blocks a few MiB at a time, from the end, then closes it.
+/// Freeing a 128 MiB file in one go held ext4's journal for about 200 ms, and the WAL's
+/// fdatasync waited behind it; small truncations keep each journal handle short.
+fn release(file: File) {
+    const STEP_BYTES: u64 = 4 * 1024 * 1024;
+    if let Ok(metadata) = file.metadata() {
+        let mut len = metadata.len();
+        while len > STEP_BYTES {
+            len -= STEP_BYTES;
+            if file.set_len(len).is_err() {
+                break;
+            }
+        }
+    }
+    drop(file);
+}
+
 /// Closes `file` on the closer thread (started on first use, alive for the process), or
 /// here if that thread cannot be started.
 fn close_soon(file: File) {
@@ -219,7 +236,7 @@ fn close_soon(file: File) {
             .name("millrace-log-close".into())
             .spawn(move || {
                 for file in receiver {
-                    drop(file);
+                    release(file);
                 }
             })
             .ok()
