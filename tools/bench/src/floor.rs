@@ -1,9 +1,11 @@
 //! `millrace-bench floor`: the least a Kinesis endpoint can be on this machine, to measure
 //! the workloads against. A hyper HTTP/1.1 server (the same stack as Millrace's) that
 //! collects each request's body and answers with a fixed, valid answer for the operations
-//! the load tool calls (CreateStream, DescribeStreamSummary, PutRecord, PutRecords with one
-//! entry per record of the request, DeleteStream), with no parsing, no storage and no
-//! authentication. With `--fsync FILE` every body is appended to FILE by one writer thread
+//! the load tool calls (CreateStream, DescribeStreamSummary, ListShards, PutRecord,
+//! PutRecords with one entry per record of the request, GetShardIterator, GetRecords with
+//! `Limit` records of 1 KiB, DeleteStream), with no parsing, no storage and no
+//! authentication. Its stream has four shards, and PutRecords spreads the records over them
+//! in turn, so `get-drain` drains four shards as it does against a server. With `--fsync FILE` every body is appended to FILE by one writer thread
 //! that group-commits with `fdatasync` before the answers go out, as a durable server must.
 //!
 //! What the load tool measures against it is the ceiling of this machine for that workload
@@ -56,8 +58,53 @@ fn writer(mut file: std::fs::File, appends: mpsc::Receiver<Append>) {
 
 const SEQUENCE_NUMBER: &str = "49600000000000000000000000000000000000000000000000000000";
 
-fn answer(target: &str, body: &[u8]) -> (u16, String) {
-    let operation = target.rsplit('.').next().unwrap_or_default();
+/// The floor's shards, as `ListShards` lists them.
+const N_SHARDS: usize = 4;
+
+/// Bytes of each record `GetRecords` returns (`get-drain`'s default record size).
+const GET_RECORD_BYTES: usize = 1024;
+
+/// A GetRecords answer of `limit` records, built once per limit and then served as is.
+fn get_records_answer(limit: usize) -> Bytes {
+    static ANSWERS: std::sync::Mutex<Vec<(usize, Bytes)>> = std::sync::Mutex::new(Vec::new());
+    let mut answers = ANSWERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, answer)) = answers.iter().find(|(n, _)| *n == limit) {
+        return answer.clone();
+    }
+    let data = "A".repeat(GET_RECORD_BYTES.div_ceil(3) * 4);
+    let record = format!(
+        r#"{{"SequenceNumber":"{SEQUENCE_NUMBER}","ApproximateArrivalTimestamp":1.7e9,"Data":"{data}","PartitionKey":"k"}}"#
+    );
+    let records = vec![record; limit].join(",");
+    let answer = Bytes::from(format!(
+        r#"{{"Records":[{records}],"NextShardIterator":"floor-iterator","MillisBehindLatest":0}}"#
+    ));
+    answers.push((limit, answer.clone()));
+    answer
+}
+
+fn answer(target: &str, body: &[u8]) -> (u16, Bytes) {
+    let (status, text) = match target.rsplit('.').next().unwrap_or_default() {
+        "GetRecords" => {
+            // The `Limit` member, 10,000 (the most) if it cannot be read.
+            let limit = memchr::memmem::find(body, b"\"Limit\":")
+                .and_then(|at| {
+                    let digits = body.get(at + 8..)?;
+                    let end = digits.iter().position(|b| !b.is_ascii_digit())?;
+                    std::str::from_utf8(digits.get(..end)?).ok()?.parse().ok()
+                })
+                .unwrap_or(10_000usize)
+                .clamp(1, 10_000);
+            return (200, get_records_answer(limit));
+        }
+        operation => answer_text(operation, body),
+    };
+    (status, Bytes::from(text))
+}
+
+fn answer_text(operation: &str, body: &[u8]) -> (u16, String) {
     match operation {
         "CreateStream" | "DeleteStream" => (200, "{}".into()),
         "DescribeStreamSummary" => (
@@ -69,12 +116,36 @@ fn answer(target: &str, body: &[u8]) -> (u16, String) {
             format!(r#"{{"ShardId":"shardId-000000000000","SequenceNumber":"{SEQUENCE_NUMBER}"}}"#),
         ),
         "PutRecords" => {
-            // One entry per record sent: count the "PartitionKey" members.
+            // One entry per record sent (count the "PartitionKey" members), on the shards in
+            // turn.
             let n = memchr::memmem::find_iter(body, b"\"PartitionKey\"").count();
-            let entry = format!(r#"{{"ShardId":"shardId-000000000000","SequenceNumber":"{SEQUENCE_NUMBER}"}}"#);
-            let entries = vec![entry; n].join(",");
-            (200, format!(r#"{{"FailedRecordCount":0,"Records":[{entries}]}}"#))
+            let entries: Vec<String> = (0..n)
+                .map(|i| {
+                    format!(
+                        r#"{{"ShardId":"shardId-{:012}","SequenceNumber":"{SEQUENCE_NUMBER}"}}"#,
+                        i % N_SHARDS
+                    )
+                })
+                .collect();
+            (
+                200,
+                format!(r#"{{"FailedRecordCount":0,"Records":[{}]}}"#, entries.join(",")),
+            )
         }
+        "ListShards" => {
+            let shards: Vec<String> = (0..N_SHARDS)
+                .map(|i| {
+                    let width = u128::MAX / N_SHARDS as u128;
+                    let start = width * i as u128;
+                    let end = if i + 1 == N_SHARDS { u128::MAX } else { start + width - 1 };
+                    format!(
+                        r#"{{"ShardId":"shardId-{i:012}","HashKeyRange":{{"StartingHashKey":"{start}","EndingHashKey":"{end}"}},"SequenceNumberRange":{{"StartingSequenceNumber":"{SEQUENCE_NUMBER}"}}}}"#
+                    )
+                })
+                .collect();
+            (200, format!(r#"{{"Shards":[{}]}}"#, shards.join(",")))
+        }
+        "GetShardIterator" => (200, r#"{"ShardIterator":"floor-iterator"}"#.into()),
         _ => (
             400,
             r#"{"__type":"UnknownOperationException","message":"not served by the floor server"}"#
@@ -107,7 +178,7 @@ async fn serve(
     Ok(Response::builder()
         .status(status)
         .header("content-type", "application/x-amz-json-1.1")
-        .body(Full::new(Bytes::from(text)))
+        .body(Full::new(text))
         .unwrap_or_default())
 }
 
