@@ -270,10 +270,15 @@ impl SegmentRecordHeader {
 }
 
 fn segment_record_crc(payload_len: u32, offset: u64, timestamp_ms: i64, payload: &[u8]) -> u32 {
-    let mut crc = crc32c::crc32c(&payload_len.to_le_bytes());
-    crc = crc32c::crc32c_append(crc, &offset.to_le_bytes());
-    crc = crc32c::crc32c_append(crc, &timestamp_ms.to_le_bytes());
-    crc32c::crc32c_append(crc, payload)
+    // The covered fields gathered first: one checksum call for them instead of three (each
+    // call has a fixed cost that showed in profiles at one record per kilobyte).
+    let mut covered = [0u8; 20];
+    let (len_part, rest) = covered.split_at_mut(4);
+    let (offset_part, timestamp_part) = rest.split_at_mut(8);
+    len_part.copy_from_slice(&payload_len.to_le_bytes());
+    offset_part.copy_from_slice(&offset.to_le_bytes());
+    timestamp_part.copy_from_slice(&timestamp_ms.to_le_bytes());
+    crc32c::crc32c_append(crc32c::crc32c(&covered), payload)
 }
 
 /// Appends one segment record to `buf`; returns the bytes it took.
