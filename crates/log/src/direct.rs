@@ -29,38 +29,11 @@ use crate::storage::{Storage, StorageFile, read_fully_at};
 /// covers every logical block size in use).
 pub(crate) const BLOCK_BYTES: usize = 4096;
 
-#[derive(Clone, Copy)]
-#[repr(C, align(4096))]
-struct Block([u8; BLOCK_BYTES]);
-
-/// A growable byte buffer whose start is aligned to [`BLOCK_BYTES`].
-#[derive(Default)]
-struct AlignedBuf {
-    blocks: Vec<Block>,
-}
-
-impl AlignedBuf {
-    /// The first `n_blocks` blocks as bytes, grown (zeroed) as needed.
-    fn blocks_mut(&mut self, n_blocks: usize) -> &mut [u8] {
-        if self.blocks.len() < n_blocks {
-            self.blocks.resize(n_blocks, Block([0; BLOCK_BYTES]));
-        }
-        let blocks = self.blocks.get_mut(..n_blocks).unwrap_or_default();
-        // SAFETY: `Block` is `repr(C)` over a byte array, so `n_blocks` blocks are exactly
-        // `n_blocks * BLOCK_BYTES` initialised bytes with no padding, and the slice borrows
-        // `self` mutably for as long as it lives.
-        unsafe {
-            std::slice::from_raw_parts_mut(blocks.as_mut_ptr().cast::<u8>(), n_blocks * BLOCK_BYTES)
-        }
-    }
-}
-
 /// The active WAL segment's write state under direct IO.
 pub(crate) struct DirectWal {
     /// The segment's bytes from the start of its last partial block to its end
     /// (`size_bytes % BLOCK_BYTES` of them).
     tail: Vec<u8>,
-    staging: AlignedBuf,
 }
 
 impl DirectWal {
@@ -88,21 +61,22 @@ impl DirectWal {
     ) -> io::Result<()> {
         let tail_len = self.tail.len();
         debug_assert_eq!(tail_len as u64, position % BLOCK_BYTES as u64);
-        let pad = frames_start - tail_len;
+        let mut pad = frames_start - tail_len;
         let len = buf.len() - pad;
         let padded_len = len.next_multiple_of(BLOCK_BYTES);
         buf.resize(pad + padded_len, 0);
-        let start = position - tail_len as u64;
-        let blocks = buf.get(pad..).unwrap_or_default();
-        if blocks.as_ptr().align_offset(BLOCK_BYTES) == 0 {
-            file.write_all_at(blocks, start)?;
-        } else {
-            // `begin` reserved enough, so this does not happen; if it did, an aligned copy
-            // keeps the write legal.
-            let staging = self.staging.blocks_mut(padded_len / BLOCK_BYTES);
-            staging.copy_from_slice(blocks);
-            file.write_all_at(staging, start)?;
+        if buf.as_ptr().wrapping_add(pad).align_offset(BLOCK_BYTES) != 0 {
+            // `begin` reserved room for the frames, so the buffer never moved; if it had,
+            // laying the bytes out again keeps the write legal.
+            let mut moved: Vec<u8> = Vec::with_capacity(padded_len + BLOCK_BYTES);
+            let new_pad = moved.as_ptr().align_offset(BLOCK_BYTES).min(BLOCK_BYTES);
+            moved.resize(new_pad, 0);
+            moved.extend_from_slice(buf.get(pad..).unwrap_or_default());
+            *buf = moved;
+            pad = new_pad;
         }
+        let start = position - tail_len as u64;
+        file.write_all_at(buf.get(pad..).unwrap_or_default(), start)?;
         let new_tail_len = len % BLOCK_BYTES;
         self.tail.clear();
         self.tail.extend_from_slice(
@@ -143,11 +117,7 @@ pub(crate) fn open_active(
             ));
         }
     }
-    let state = DirectWal {
-        tail,
-        staging: AlignedBuf::default(),
-    };
-    Ok((file, Some(state)))
+    Ok((file, Some(DirectWal { tail })))
 }
 
 #[cfg(test)]

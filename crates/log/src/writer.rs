@@ -970,12 +970,8 @@ impl Writer {
         let base_position = self.wal.end_position();
         let path = self.wal.path(base_position);
         let direct = self.wal.direct.is_some();
-        let (file, direct) = self
-            .shared
-            .storage
-            .open(&path, true)
-            .and_then(|file| file.set_size_bytes(0))
-            .and_then(|()| open_active(self.shared.storage.as_ref(), &path, 0, direct))
+        let (file, direct) = open_active(self.shared.storage.as_ref(), &path, 0, direct)
+            .and_then(|(file, direct)| file.set_size_bytes(0).map(|()| (file, direct)))
             .map_err(LogError::io("create WAL segment", &path))?;
         // The new segment must survive a crash before any acknowledged frame goes into it.
         let wal_dir = self.wal.dir.clone();
