@@ -39,14 +39,24 @@ pub trait Encode {
 
 /// The JSON or CBOR bytes of `value`.
 pub fn to_vec<T: Encode + ?Sized>(format: Format, value: &T) -> Vec<u8> {
+    to_vec_with_capacity(format, value, 0)
+}
+
+/// [`to_vec`] into a buffer that starts with `capacity` bytes reserved: a large response
+/// (a GetRecords of 10 MB) is then written once instead of being copied as it grows.
+pub fn to_vec_with_capacity<T: Encode + ?Sized>(
+    format: Format,
+    value: &T,
+    capacity: usize,
+) -> Vec<u8> {
     match format {
         Format::Json => {
-            let mut w = crate::json::JsonWriter::new();
+            let mut w = crate::json::JsonWriter::with_capacity(capacity);
             value.encode(&mut w);
             w.finish()
         }
         Format::Cbor => {
-            let mut w = crate::cbor::CborWriter::new();
+            let mut w = crate::cbor::CborWriter::with_capacity(capacity);
             value.encode(&mut w);
             w.finish()
         }
