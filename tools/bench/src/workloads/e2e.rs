@@ -278,7 +278,7 @@ async fn poll(
                     None => return Ok((tally, 0)),
                 }
                 if empty {
-                    tokio::time::sleep(backoff).await;
+                    pause(backoff).await;
                 }
             }
             Err(error) => {
@@ -288,6 +288,23 @@ async fn poll(
         }
     }
     Ok((tally, 0))
+}
+
+/// Waits `backoff` between empty polls. tokio's timer counts in whole milliseconds and
+/// rounds a deadline up to the next tick, so `tokio::time::sleep` of 1 ms waits 1-2 ms, and
+/// the poll interval would be half again what was asked; a blocking thread's sleep keeps to
+/// it within tens of microseconds. Zero yields once and polls again.
+async fn pause(backoff: Duration) {
+    if backoff.is_zero() {
+        tokio::task::yield_now().await;
+        return;
+    }
+    if tokio::task::spawn_blocking(move || std::thread::sleep(backoff))
+        .await
+        .is_err()
+    {
+        tokio::time::sleep(backoff).await;
+    }
 }
 
 async fn register_consumer(connection: &mut Connection, stream: &str) -> anyhow::Result<String> {
