@@ -32,19 +32,22 @@ pub struct Args {
     /// Append every request body to this file and fdatasync (group commit) before answering.
     #[arg(long)]
     fsync: Option<std::path::PathBuf>,
+    /// With `--fsync`: append each body this many times (2 writes every byte twice, as a
+    /// log with a WAL and segments does).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    fsync_copies: u32,
 }
 
 /// One body for the writer thread, and where to say it is durable.
 type Append = (Bytes, oneshot::Sender<()>);
 
 /// Appends what arrives, one `fdatasync` per group of whatever queued up meanwhile.
-fn writer(mut file: std::fs::File, appends: mpsc::Receiver<Append>) {
+fn writer(mut file: std::fs::File, copies: u32, appends: mpsc::Receiver<Append>) {
     while let Ok(first) = appends.recv() {
         let mut group = vec![first];
         group.extend(appends.try_iter());
-        let written = group
-            .iter()
-            .try_for_each(|(body, _)| file.write_all(body))
+        let written = (0..copies)
+            .try_for_each(|_| group.iter().try_for_each(|(body, _)| file.write_all(body)))
             .and_then(|()| file.sync_data());
         if let Err(error) = written {
             eprintln!("millrace-bench floor: cannot append: {error}");
@@ -193,7 +196,10 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
             let (sender, receiver) = mpsc::channel();
             std::thread::Builder::new()
                 .name("floor-writer".into())
-                .spawn(move || writer(file, receiver))?;
+                .spawn({
+                    let copies = args.fsync_copies;
+                    move || writer(file, copies, receiver)
+                })?;
             Some(sender)
         }
         None => None,
