@@ -5,8 +5,10 @@
 //! PutRecords with one entry per record of the request, GetShardIterator, GetRecords with
 //! `Limit` records of 1 KiB, DeleteStream), with no parsing, no storage and no
 //! authentication. Its stream has four shards, and PutRecords spreads the records over them
-//! in turn, so `get-drain` drains four shards as it does against a server. With `--fsync FILE` every body is appended to FILE by one writer thread
-//! that group-commits with `fdatasync` before the answers go out, as a durable server must.
+//! in turn, so `get-drain` drains four shards as it does against a server. With `--fsync
+//! FILE` every body is appended to FILE by one writer thread that group-commits with
+//! `fdatasync` before the answers go out, as a durable server must (`--fsync-copies 2`
+//! appends each body twice, as a log with a WAL and segments writes every byte twice).
 //!
 //! What the load tool measures against it is the ceiling of this machine for that workload
 //! with this client: the HTTP and loopback cost (and the fsync round trip) that any server
