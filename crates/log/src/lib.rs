@@ -13,6 +13,9 @@
 //!   of fsyncs per batch: segment files are only fsynced at checkpoints.
 //! - A record is readable only once durable: readers never look past the published end
 //!   offset, which moves only after the fsync.
+//! - With fsync on, bulk data skips the page cache both ways: the WAL and large segment
+//!   runs are written with direct IO, and segment ranges the cache does not hold are read
+//!   with direct IO (`direct.rs`, `read.rs`). The on-disk format is the same either way.
 //! - Every record on disk is framed with its length and a CRC32C. Recovery truncates a torn
 //!   tail; data that fails its checksum is an error ([`LogError::Corrupt`]), never served.
 //! - A failed fsync poisons the log ([`LogError::Poisoned`]): nothing is retried as if it

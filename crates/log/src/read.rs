@@ -6,6 +6,12 @@
 //! readers skip the search through a one-entry hint. Every record served is checked against
 //! its CRC and expected offset; one that fails is an error (`Corrupt`), never data.
 //!
+//! Segment bytes come from the page cache when it holds them (`StorageFile::is_cached`),
+//! else with direct IO in reads of up to `DIRECT_READ_CHUNK_BYTES` (large runs are written
+//! to the segments directly and are not cached; see `direct.rs`), inside
+//! `tokio::task::block_in_place` on a multi-threaded runtime so that a read waiting for the
+//! disk does not hold up the runtime's other tasks.
+//!
 //! This module never writes, and never reads at or past a segment's published size, so it
 //! cannot see a record before it is durable.
 
@@ -27,6 +33,10 @@ use crate::{ReadResult, Record};
 /// Bytes read from a segment per `pread` when scanning (a record larger than this is read
 /// in one piece of its own size).
 pub(crate) const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Bytes read per direct read when scanning data the page cache does not hold: without
+/// the kernel's readahead, each read waits for the disk, so fewer, larger ones.
+const DIRECT_READ_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
 /// One segment, ready to be read without the view lock.
 struct OpenSegment {
@@ -175,11 +185,12 @@ impl SegmentScanner<'_> {
             let size_bytes_max = self.segment.meta.size_bytes.saturating_sub(position);
             let want = len.max(READ_CHUNK_BYTES as u64).min(size_bytes_max);
             let want = usize::try_from(want).map_err(|_| self.corrupt("record too large"))?;
-            let mut buf = BytesMut::zeroed(want);
-            let n = read_fully_at(self.segment.segment.as_ref(), &mut buf, position)
+            let direct_want = usize::try_from(size_bytes_max)
+                .unwrap_or(usize::MAX)
+                .min(DIRECT_READ_CHUNK_BYTES)
+                .max(want);
+            self.chunk = read_chunk(self.segment.segment.as_ref(), position, want, direct_want)
                 .map_err(LogError::io("read segment", &self.segment.segment_path))?;
-            buf.truncate(n);
-            self.chunk = buf.freeze();
             self.chunk_position = position;
         }
         let start = usize::try_from(position - self.chunk_position).unwrap_or(usize::MAX);
@@ -228,6 +239,56 @@ impl SegmentScanner<'_> {
         self.expected_offset += 1;
         Ok(Some(ScannedRecord { header, payload }))
     }
+}
+
+/// Up to `want` bytes of `file` from `position` (fewer only at its end): from the page
+/// cache when it holds all of them, else with direct IO, else (storage that cannot do
+/// direct IO) through the cache. Large runs reach the segments with direct writes (see
+/// `direct.rs`), so a backlog is usually not cached; reading it directly skips filling the
+/// cache with data a consumer reads once, which cost as much as the write skipped.
+fn read_chunk(
+    file: &dyn StorageFile,
+    position: u64,
+    want: usize,
+    direct_want: usize,
+) -> std::io::Result<Bytes> {
+    if file.is_cached(position, want as u64) {
+        return read_buffered(file, position, want);
+    }
+    let want = direct_want;
+    let block = crate::direct::BLOCK_BYTES as u64;
+    let start = position / block * block;
+    let end = (position + want as u64).next_multiple_of(block);
+    let len = usize::try_from(end - start).unwrap_or(usize::MAX);
+    let mut raw = BytesMut::zeroed(len + crate::direct::BLOCK_BYTES);
+    let pad = raw.as_ptr().align_offset(crate::direct::BLOCK_BYTES);
+    let read_direct = |aligned: &mut [u8]| file.read_direct_at(aligned, start);
+    let direct = match raw.get_mut(pad..pad + len) {
+        None => None,
+        // A direct read waits for the disk: on a runtime worker, let the runtime move its
+        // other tasks to another thread meanwhile.
+        Some(aligned)
+            if tokio::runtime::Handle::try_current().is_ok_and(|handle| {
+                handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+            }) =>
+        {
+            tokio::task::block_in_place(|| read_direct(aligned))?
+        }
+        Some(aligned) => read_direct(aligned)?,
+    };
+    if let Some(n) = direct {
+        let skip = pad + (position - start) as usize;
+        let end = (pad + n).min(skip + want).max(skip);
+        return Ok(raw.freeze().slice(skip..end));
+    }
+    read_buffered(file, position, want)
+}
+
+fn read_buffered(file: &dyn StorageFile, position: u64, want: usize) -> std::io::Result<Bytes> {
+    let mut buf = BytesMut::zeroed(want);
+    let n = read_fully_at(file, &mut buf, position)?;
+    buf.truncate(n);
+    Ok(buf.freeze())
 }
 
 /// Records from `from_offset` on; see `Log::read` for the contract.

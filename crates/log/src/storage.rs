@@ -67,6 +67,19 @@ pub trait StorageFile: Send + Sync {
     /// so that a later [`StorageFile::sync_data`] has little left to write. Only a hint:
     /// nothing is durable until `sync_data`, and failures are ignored. Default: nothing.
     fn start_writeback(&self, _position: u64, _len: u64) {}
+    /// Whether the operating system's cache holds every byte of `len` bytes from
+    /// `position` (so a read would not wait for the disk). A guess that may be stale at
+    /// once; only for choosing how to read. Default: `true` (read as usual).
+    fn is_cached(&self, _position: u64, _len: u64) -> bool {
+        true
+    }
+    /// Reads into `buf` from `position` with direct IO, bypassing the operating system's
+    /// cache: `buf`'s address, its length and `position` must be multiples of 4,096. Returns
+    /// the bytes read (fewer only at the end of the file), or `None` if direct IO is not
+    /// possible here (the caller then reads with `read_at`). Default: `None`.
+    fn read_direct_at(&self, _buf: &mut [u8], _position: u64) -> io::Result<Option<usize>> {
+        Ok(None)
+    }
     /// The current length of the file.
     fn size_bytes(&self) -> io::Result<u64>;
     /// Truncates or extends the file to `size_bytes`.
@@ -111,6 +124,10 @@ pub struct OsStorage;
 
 struct OsFile {
     file: File,
+    path: std::path::PathBuf,
+    /// A second descriptor of the same file, opened with `O_DIRECT` on the first direct
+    /// read (`None` inside: direct IO is not possible for this file).
+    direct: OnceLock<Option<File>>,
 }
 
 impl Storage for OsStorage {
@@ -121,7 +138,7 @@ impl Storage for OsStorage {
             .create(create)
             .truncate(false)
             .open(path)?;
-        Ok(Arc::new(OsFile { file }))
+        Ok(Arc::new(OsFile::new(file, path)))
     }
 
     #[cfg(target_os = "linux")]
@@ -135,7 +152,7 @@ impl Storage for OsStorage {
             .custom_flags(libc::O_DIRECT)
             .open(path);
         match opened {
-            Ok(file) => Ok(Some(Arc::new(OsFile { file }))),
+            Ok(file) => Ok(Some(Arc::new(OsFile::new(file, path)))),
             // The file system cannot do direct IO (tmpfs before Linux 6.6, some FUSE file
             // systems).
             Err(error) if error.raw_os_error() == Some(libc::EINVAL) => Ok(None),
@@ -248,6 +265,16 @@ fn close_soon(file: File) {
     }
 }
 
+impl OsFile {
+    fn new(file: File, path: &Path) -> OsFile {
+        OsFile {
+            file,
+            path: path.to_owned(),
+            direct: OnceLock::new(),
+        }
+    }
+}
+
 impl StorageFile for OsFile {
     fn read_at(&self, buf: &mut [u8], position: u64) -> io::Result<usize> {
         self.file.read_at(buf, position)
@@ -280,6 +307,94 @@ impl StorageFile for OsFile {
                 libc::SYNC_FILE_RANGE_WRITE,
             );
         }
+    }
+
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    fn is_cached(&self, position: u64, len: u64) -> bool {
+        use std::os::fd::AsRawFd as _;
+        // cachestat(2) (Linux 6.5): how many pages of a range are in the page cache,
+        // without reading anything. libc has no wrapper or number for it on every
+        // architecture; 451 is its number in the generic table x86_64 and aarch64 share.
+        // (preadv2 with RWF_NOWAIT answers the same question but starts readahead into the
+        // cache on a miss, which is what reading directly avoids.)
+        #[repr(C)]
+        struct Range {
+            off: u64,
+            len: u64,
+        }
+        #[repr(C)]
+        #[derive(Default)]
+        struct Stat {
+            nr_cache: u64,
+            nr_dirty: u64,
+            nr_writeback: u64,
+            nr_evicted: u64,
+            nr_recently_evicted: u64,
+        }
+        const SYS_CACHESTAT: libc::c_long = 451;
+        const PAGE: u64 = 4096;
+        if len == 0 {
+            return true;
+        }
+        let first_page = position / PAGE;
+        let end_page = (position + len).div_ceil(PAGE);
+        let range = Range {
+            off: first_page * PAGE,
+            len: (end_page - first_page) * PAGE,
+        };
+        let mut stat = Stat::default();
+        // SAFETY: the descriptor belongs to `self.file`, open for as long as `self`; the
+        // kernel reads `range` and writes `stat`, both live and of the layout cachestat(2)
+        // defines, for the duration of the call.
+        let result = unsafe {
+            libc::syscall(
+                SYS_CACHESTAT,
+                self.file.as_raw_fd(),
+                &range as *const Range,
+                &mut stat as *mut Stat,
+                0,
+            )
+        };
+        // Any failure (ENOSYS before 6.5): read as usual.
+        result != 0 || stat.nr_cache >= end_page - first_page
+    }
+
+    #[cfg(target_os = "linux")]
+    fn read_direct_at(&self, buf: &mut [u8], position: u64) -> io::Result<Option<usize>> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let direct = self.direct.get_or_init(|| {
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&self.path)
+                .ok()
+        });
+        let Some(direct) = direct else {
+            return Ok(None);
+        };
+        let mut n_read = 0;
+        while let Some(rest) = buf.get_mut(n_read..)
+            && !rest.is_empty()
+        {
+            match direct.read_at(rest, position + n_read as u64) {
+                Ok(0) => break,
+                // A direct read ends short only at the end of the file (which need not be
+                // aligned); anything else left would be unaligned to go on with.
+                Ok(n) if n % crate::direct::BLOCK_BYTES != 0 => {
+                    n_read += n;
+                    break;
+                }
+                Ok(n) => n_read += n,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                // The file system refuses direct reads after all: read buffered.
+                Err(error) if error.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(Some(n_read))
     }
 
     fn size_bytes(&self) -> io::Result<u64> {

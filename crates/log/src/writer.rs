@@ -5,9 +5,12 @@
 //! publish to readers. A group is: take the first queued request, drain what else is queued
 //! (up to `group_commit_bytes_max`), assign offsets and timestamps, encode one WAL frame per
 //! request into one buffer, `write` it, `fdatasync` once, copy the records into the
-//! per-log segment files (page cache only; each whole MiB written is queued for writeback at
-//! once, so checkpoints find little to flush), publish the new end offsets, then answer
-//! every request.
+//! per-log segment files, publish the new end offsets, then answer every request. A log's
+//! run of at least `DIRECT_SEGMENT_RUN_BYTES_MIN` bytes is written to its segment with
+//! direct IO when the WAL is (fsync on; see `direct.rs`), in whole blocks, leaving zeros up
+//! to the next block that the next run overwrites and that a roll cuts off; smaller runs go
+//! through the page cache (page cache only; each whole MiB written is queued for writeback
+//! at once, so checkpoints find little to flush).
 //!
 //! What a failure costs depends on where it happens:
 //! - The WAL `write` fails (a full disk, or any error before the fsync): nothing of the
@@ -49,7 +52,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
-use crate::direct::{DirectWal, open_active};
+use crate::direct::{DirectAppender, open_active};
 use crate::error::{LogError, Result};
 use crate::files::{FileCache, FileKey, log_dir};
 use crate::format::{
@@ -171,7 +174,7 @@ pub(crate) struct WalState {
     /// Clock time of the first frame written to the active segment (`None` while empty).
     pub first_frame_ms: Option<i64>,
     /// Set when `file` is written with direct IO (fsync on): its tail block and buffer.
-    pub direct: Option<DirectWal>,
+    pub direct: Option<DirectAppender>,
 }
 
 impl WalState {
@@ -246,7 +249,28 @@ pub(crate) struct Writer {
     wal_buf: Vec<u8>,
     segment_buf: Vec<u8>,
     index_buf: Vec<u8>,
+    /// Logs whose active segment takes large runs with direct IO (fsync on), at most
+    /// `DIRECT_SEGMENTS_MAX`. An entry holds only while it matches the segment's base and
+    /// size; a buffered write or a roll-back removes it.
+    direct_segments: HashMap<LogId, DirectSegment>,
 }
+
+/// A log's active segment, opened for direct IO, and where its bytes end.
+struct DirectSegment {
+    base_offset: u64,
+    size_bytes: u64,
+    file: Arc<dyn StorageFile>,
+    appender: DirectAppender,
+}
+
+/// A run of at least this many bytes for one log in one group is written to its segment
+/// with direct IO (when the WAL is); smaller runs go through the page cache. A tailing
+/// consumer reads what arrives at once, so small runs are better served from the cache;
+/// bulk loads are read later, if at all, and skip the copy into it (see `direct.rs`).
+const DIRECT_SEGMENT_RUN_BYTES_MIN: u64 = 64 * 1024;
+/// Most logs with a segment open for direct IO at a time (each holds a descriptor and up
+/// to one block): the others write buffered until one frees its place.
+const DIRECT_SEGMENTS_MAX: usize = 64;
 
 enum Flow {
     Continue,
@@ -316,6 +340,7 @@ impl Writer {
             wal_buf: Vec::new(),
             segment_buf: Vec::new(),
             index_buf: Vec::new(),
+            direct_segments: HashMap::new(),
         }
     }
 
@@ -769,10 +794,31 @@ impl Writer {
     ) -> Result<()> {
         let config = &self.shared.config;
         let files = &self.shared.files;
+        let storage = self.shared.storage.as_ref();
         let Some(log) = self.logs.get_mut(&log_id) else {
             return Err(LogError::UnknownLog { log_id });
         };
-        self.segment_buf.clear();
+        let run_bytes: u64 = records
+            .iter()
+            .map(|record| {
+                crate::format::SEGMENT_RECORD_HEADER_BYTES as u64 + record.payload.len() as u64
+            })
+            .sum();
+        let use_direct = self.wal.direct.is_some() && run_bytes >= DIRECT_SEGMENT_RUN_BYTES_MIN;
+        let mut direct = if use_direct {
+            direct_segment(
+                &mut self.direct_segments,
+                storage,
+                files,
+                log_id,
+                &log.active,
+            )?
+        } else {
+            self.direct_segments.remove(&log_id);
+            None
+        };
+        let mut segment_start =
+            begin_segment_buf(&mut self.segment_buf, direct.as_deref(), run_bytes);
         self.index_buf.clear();
         let mut segment_write_position = log.active.size_bytes;
         let mut index_write_entry = log.active.index_entries_n;
@@ -796,13 +842,26 @@ impl Writer {
                     files,
                     log_id,
                     &log.active,
-                    &self.segment_buf,
+                    &mut self.segment_buf,
+                    segment_start,
+                    direct.as_deref_mut(),
                     segment_write_position,
                     &self.index_buf,
                     index_write_entry,
                 )?;
-                self.segment_buf.clear();
                 self.index_buf.clear();
+                // Direct writes leave zeros up to the next block; a sealed segment ends at
+                // its last record (recovery checks its size against the seal).
+                let segment_key = FileKey::segment(log_id, log.active.base_offset);
+                files
+                    .get(segment_key, false)
+                    .and_then(|file| {
+                        if file.size_bytes()? > log.active.size_bytes {
+                            file.set_size_bytes(log.active.size_bytes)?;
+                        }
+                        Ok(())
+                    })
+                    .map_err(LogError::io("cut segment", &files.path(segment_key)))?;
                 // Seal: the entry after the last record entry tells recovery and trim where
                 // the segment ends and how new its newest record is.
                 let seal = IndexEntry {
@@ -830,6 +889,18 @@ impl Writer {
                 log.active = SegmentMeta::empty(record.offset);
                 segment_write_position = 0;
                 index_write_entry = 0;
+                direct = None;
+                if use_direct {
+                    direct = direct_segment(
+                        &mut self.direct_segments,
+                        storage,
+                        files,
+                        log_id,
+                        &log.active,
+                    )?;
+                }
+                segment_start =
+                    begin_segment_buf(&mut self.segment_buf, direct.as_deref(), run_bytes);
             }
             let position = log.active.size_bytes;
             if position == 0
@@ -865,7 +936,9 @@ impl Writer {
             files,
             log_id,
             &log.active,
-            &self.segment_buf,
+            &mut self.segment_buf,
+            segment_start,
+            direct,
             segment_write_position,
             &self.index_buf,
             index_write_entry,
@@ -882,6 +955,8 @@ impl Writer {
     /// segments it rolled into are removed, the one that was active is cut back to its
     /// size and index count (which also drops a seal the run wrote).
     fn undo_run(&mut self, log_id: LogId, undo: RunUndo) -> Result<()> {
+        // The files go back to an earlier size: a direct appender's tail no longer holds.
+        self.direct_segments.remove(&log_id);
         let files = &self.shared.files;
         let storage = &self.shared.storage;
         let Some(log) = self.logs.get_mut(&log_id) else {
@@ -1227,6 +1302,7 @@ impl Writer {
         storage
             .rename(&dir, &deleted_dir)
             .map_err(LogError::io("rename log dir", &dir))?;
+        self.direct_segments.remove(&log_id);
         let Some(log) = self.logs.remove(&log_id) else {
             return Ok(Some(deleted_dir));
         };
@@ -1346,18 +1422,100 @@ fn dir_exists(storage: &dyn crate::storage::Storage, dir: &std::path::Path) -> R
 const WRITEBACK_CHUNK_BYTES: u64 = 1024 * 1024;
 
 /// Writes the buffered records and index entries of one run to the active segment.
+/// Clears `buf` for a run of `run_bytes` into a segment; returns where the records go (after
+/// the direct appender's alignment and tail, if the run is written directly).
+fn begin_segment_buf(buf: &mut Vec<u8>, direct: Option<&DirectSegment>, run_bytes: u64) -> usize {
+    match direct {
+        Some(direct) => direct
+            .appender
+            .begin(buf, usize::try_from(run_bytes).unwrap_or(usize::MAX)),
+        None => {
+            buf.clear();
+            0
+        }
+    }
+}
+
+/// The direct appender of `log_id`'s active segment, opened (and its tail read back) when
+/// there is none for this segment and size yet. `None`: write this run through the page
+/// cache (the storage cannot do direct IO, or `DIRECT_SEGMENTS_MAX` logs have one).
+fn direct_segment<'a>(
+    direct_segments: &'a mut HashMap<LogId, DirectSegment>,
+    storage: &dyn crate::storage::Storage,
+    files: &FileCache,
+    log_id: LogId,
+    active: &SegmentMeta,
+) -> Result<Option<&'a mut DirectSegment>> {
+    let current = direct_segments.get(&log_id).is_some_and(|direct| {
+        direct.base_offset == active.base_offset && direct.size_bytes == active.size_bytes
+    });
+    if !current {
+        direct_segments.remove(&log_id);
+        if direct_segments.len() >= DIRECT_SEGMENTS_MAX {
+            return Ok(None);
+        }
+        let key = FileKey::segment(log_id, active.base_offset);
+        let opened = storage
+            .open_direct(&files.path(key), false)
+            .and_then(|file| match file {
+                None => Ok(None),
+                Some(file) => {
+                    let reader = files.get(key, false)?;
+                    let appender = DirectAppender::resume(reader.as_ref(), active.size_bytes)?;
+                    Ok(Some((file, appender)))
+                }
+            })
+            .map_err(|error| LogError::io("open segment", &files.path(key))(error))?;
+        let Some((file, appender)) = opened else {
+            return Ok(None);
+        };
+        direct_segments.insert(
+            log_id,
+            DirectSegment {
+                base_offset: active.base_offset,
+                size_bytes: active.size_bytes,
+                file,
+                appender,
+            },
+        );
+    }
+    Ok(direct_segments.get_mut(&log_id))
+}
+
+#[allow(clippy::too_many_arguments)]
 fn flush_run(
     files: &FileCache,
     log_id: LogId,
     active: &SegmentMeta,
-    segment_buf: &[u8],
+    segment_buf: &mut Vec<u8>,
+    segment_start: usize,
+    direct: Option<&mut DirectSegment>,
     segment_position: u64,
     index_buf: &[u8],
     index_entry: u64,
 ) -> Result<()> {
     // Paths are built only on failure: formatting them for every group cost more than the
     // rest of this function.
-    if !segment_buf.is_empty() {
+    if let Some(direct) = direct
+        && segment_buf.len() > segment_start
+    {
+        let run_len = (segment_buf.len() - segment_start) as u64;
+        direct
+            .appender
+            .write(
+                direct.file.as_ref(),
+                segment_position,
+                segment_buf,
+                segment_start,
+            )
+            .map_err(|error| {
+                let key = FileKey::segment(log_id, active.base_offset);
+                LogError::io("write segment", &files.path(key))(error)
+            })?;
+        direct.size_bytes = segment_position + run_len;
+    } else if let Some(segment_buf) = segment_buf.get(segment_start..)
+        && !segment_buf.is_empty()
+    {
         let key = FileKey::segment(log_id, active.base_offset);
         let file = files
             .get(key, false)
